@@ -138,6 +138,26 @@ def test_split_without_a_usable_image_is_an_error(tmp_path):
         load_dataset(data)
 
 
+def test_truncated_jpeg_is_skipped_when_cached_and_blank_when_lazy(tmp_path):
+    write_image(tmp_path / "images/full.jpg", 64, 48, [(8, 8, 40, 40)], fmt="JPEG")
+    write_labels(tmp_path / "labels/full.txt", ["0 0.375 0.5 0.5 0.666"])
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.jpg")  # noise: the compressed data dwarfs the header
+    whole = (tmp_path / "noise.jpg").read_bytes()
+    (tmp_path / "images/cut.jpg").write_bytes(whole[:len(whole) * 2 // 3])  # header fine, data cut off
+    write_labels(tmp_path / "labels/cut.txt", ["0 0.5 0.5 0.5 0.5"])
+    data = write_yaml(tmp_path / "data.yaml", {"train": "images", "names": ["x"]})
+
+    cached = load_dataset(data, imgsz=32)
+    assert len(cached) == 1 and cached.report["bad_image"] == 1 and cached.samples[0].path.name == "full.jpg"
+
+    lazy = load_dataset(data, imgsz=32, cache=False)  # only headers are read up front
+    assert len(lazy) == 2
+    with pytest.warns(UserWarning, match="cannot decode"):
+        image, targets, _ = lazy[[s.path.name for s in lazy.samples].index("cut.jpg")]
+    assert (image == 114).all() and len(targets) == 0
+
+
 # --- COCO JSON ------------------------------------------------------------------------------------
 
 def test_coco_json_category_mapping_iscrowd_and_bad_annotations(tmp_path):
