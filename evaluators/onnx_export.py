@@ -1,0 +1,140 @@
+"""The deploy graph: re-parameterized, eval mode, exported to ONNX and checked against PyTorch.
+
+Exporter choice (torch 2.13): the TorchScript exporter (`dynamo=False`). The default dynamo
+exporter cannot trace `Detect.decode` (it reads the stride buffer with `.tolist()`, a data-dependent
+guard under torch.export), takes seconds where the TorchScript one takes a fraction of a second,
+and prints its progress. The TorchScript exporter folds BatchNorm into the convs and constant-folds
+the anchor grid; onnxruntime then optimises the rest. Its deprecation and tracer warnings are
+silenced here because they say nothing about the model.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+DEFAULT_OPSET = 17
+PARITY_ATOL = 1e-4
+
+
+class OnnxParityError(RuntimeError):
+    """onnxruntime and PyTorch disagree on the same input: the exported graph is wrong."""
+
+
+def deploy_copy(model: nn.Module) -> nn.Module:
+    """A float32, eval-mode, re-parameterized deep copy of `model` on the CPU; the original is untouched."""
+    from nas.models import reparameterize
+
+    deployed = copy.deepcopy(model).float().cpu().eval()
+    reparameterize(deployed)  # no-op when there is nothing to fuse
+    return deployed
+
+
+class DeployGraph(nn.Module):
+    """What ships: the detector followed by its decode -> (boxes [1, A, 4], scores [1, A, nc]).
+
+    With `decode=False` (or for a module without `decode`, such as a single block) the raw outputs
+    are returned unchanged, as a tuple.
+    """
+
+    def __init__(self, model: nn.Module, decode: bool = True):
+        super().__init__()
+        self.model = model
+        self.decode = decode and hasattr(model, "decode")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        if self.decode:
+            return tuple(self.model.decode(out))
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    def output_names(self, n: int) -> list[str]:
+        return ["boxes", "scores"] if self.decode else [f"output{i}" for i in range(n)]
+
+
+def _input_shape(model: nn.Module, imgsz: int | None, input_shape) -> tuple[int, ...]:
+    if input_shape is not None:
+        return tuple(input_shape)
+    imgsz = imgsz or getattr(model, "imgsz", None)
+    if not imgsz:
+        raise ValueError("give imgsz (the model has no imgsz attribute)")
+    return (1, 3, int(imgsz), int(imgsz))
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, imgsz: int | None = None,
+                opset: int = DEFAULT_OPSET, decode: bool = True, input_shape=None) -> bytes | Path:
+    """Export the deploy graph of `model` (re-parameterized copy, batch 1, static shape).
+
+    Returns the ONNX bytes when `path` is None, else writes the file and returns its Path.
+    `imgsz` defaults to `model.imgsz`; `input_shape` overrides it for modules that do not take images.
+    The input is named `images`; the outputs `boxes`, `scores` (decode) or `output0..`.
+    """
+    graph = DeployGraph(deploy_copy(model), decode)
+    x = torch.rand(_input_shape(model, imgsz, input_shape))
+    with torch.inference_mode():
+        n_out = len(graph(x))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based exporter"
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # stride .tolist() is a constant: intended
+        torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=["images"], output_names=graph.output_names(n_out))
+    data = buffer.getvalue()
+    if path is None:
+        return data
+    path = Path(path)
+    path.write_bytes(data)
+    return path
+
+
+def ort_session(onnx_model: bytes | str | os.PathLike, threads: int | None = None, providers=None):
+    """An onnxruntime session set up for latency: all graph optimisations, sequential execution,
+    `threads` intra-op threads (None: onnxruntime's default) and one inter-op thread."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3  # errors only
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def check_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, imgsz: int | None = None,
+               decode: bool = True, atol: float = PARITY_ATOL, seed: int = 0, input_shape=None) -> float:
+    """Run the exported graph in onnxruntime and the original (un-fused, eval) model in PyTorch on
+    the same random input; return the largest absolute difference, raise OnnxParityError above `atol`.
+
+    Comparing with the un-fused model checks re-parameterization and export together. Boxes are
+    compared in units of the input size (a fraction of the image): in pixels, float32 rounding alone
+    exceeds 1e-4 on a 640 px image, which would hide nothing and fail for no reason.
+    """
+    shape = _input_shape(model, imgsz, input_shape)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+    reference = DeployGraph(copy.deepcopy(model).float().cpu().eval(), decode)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in reference(x)]
+    session = ort_session(onnx_model)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    if len(got) != len(expected):
+        raise OnnxParityError(f"onnxruntime returned {len(got)} outputs, PyTorch {len(expected)}")
+    if reference.decode:  # boxes first: compare them as a fraction of the image size
+        size = float(max(shape[-2:]))
+        got[0], expected[0] = got[0] / size, expected[0] / size
+    diff = 0.0
+    for a, b in zip(got, expected):
+        if a.shape != b.shape:
+            raise OnnxParityError(f"output shape {list(a.shape)} from onnxruntime, {list(b.shape)} from PyTorch")
+        diff = max(diff, float(np.max(np.abs(a - b))) if a.size else 0.0)
+    if not diff <= atol:  # also catches NaN
+        raise OnnxParityError(f"onnxruntime differs from PyTorch by {diff:.3g} (> {atol:g})")
+    return diff
