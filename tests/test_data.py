@@ -91,14 +91,14 @@ def test_yolo_folder_with_bad_rows_polygons_and_broken_images(tmp_path):
 
 
 def test_yolo_txt_list_list_of_folders_nc_only_and_relative_path(tmp_path):
-    root = tmp_path / "sets" / "ds"
+    root = tmp_path / "images" / "ds"  # an /images/ above the dataset: only the LAST one becomes /labels/
     for name in ("p", "q"):
         write_image(root / f"images/{name}/{name}.jpg", 32, 48, fmt="JPEG")
         write_labels(root / f"labels/{name}/{name}.txt", ["1 0.5 0.5 0.5 0.5"])
     (root / "val.txt").write_text("images/p/p.jpg\n./images/q/q.jpg\nimages/gone.jpg\n")
     cfg_dir = tmp_path / "configs"
     cfg_dir.mkdir()
-    data = write_yaml(cfg_dir / "d.yaml", {"path": "../sets/ds", "nc": 2,
+    data = write_yaml(cfg_dir / "d.yaml", {"path": "../images/ds", "nc": 2,
                                            "train": ["images/p", "images/q"], "val": "val.txt"})
 
     train = load_dataset(data, "train", imgsz=32, cache=False)

@@ -54,14 +54,13 @@ def letterbox(image: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], imgs
     if flipped:
         out[:, [0, 2]] = w - out[:, [2, 0]]
     out += np.array([left, top, left, top], np.float32)
+    clipped = out.clip(0, s)  # without jitter this only trims rounding (< 1 px)
     keep = np.ones(len(out), bool)
-    if aug is not None:
-        clipped = out.clip(0, s)
+    if aug is not None:  # drop boxes that became tiny or mostly left the image
         cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
         area = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
         keep = (cw >= aug.min_size) & (ch >= aug.min_size) & (cw * ch >= aug.min_visible * area)
-        out = clipped
-    return canvas, out[keep], keep, ratio, (left, top), flipped
+    return canvas, clipped[keep], keep, ratio, (left, top), flipped
 
 
 def _jitter(image: np.ndarray, ratio: float, rng: np.random.Generator, aug: Augment):
