@@ -39,6 +39,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
     keep: list[int] = []  # positions in sorted order
     kept_boxes = sorted_boxes[:0]
     for start in range(0, len(order), BLOCK):
+        if len(keep) >= limit:
+            break
         block = sorted_boxes[start:start + BLOCK]
         # A box kept in an earlier block removes everything it overlaps: one matrix decides it.
         alive = (box_iou(kept_boxes, block) <= iou_threshold).all(0).cpu().numpy()
@@ -52,8 +54,6 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
                     break
                 alive[i + 1:] &= ~overlaps[i, i + 1:]
         keep += [start + i for i in block_keep]
-        if len(keep) >= limit:
-            break
         kept_boxes = torch.cat((kept_boxes, block[block_keep]))
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
