@@ -94,7 +94,7 @@ class LayerGraph(nn.Module):
         self.layers = nn.ModuleList()
         for layer in layers:
             module = REGISTRY[layer.name].build(layer.c_ins, layer.repeats, layer.args)
-            module.i, module.f, module.type = layer.i, layer.sources, layer.name
+            module.i, module.f, module.type, module.args = layer.i, layer.sources, layer.name, layer.args
             self.layers.append(module)
         self.outputs = outputs or [layers[-1].i]
         self.keep = {s for layer in layers for s in layer.sources} | set(self.outputs)
