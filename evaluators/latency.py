@@ -101,11 +101,11 @@ class Target:
         if backend not in BACKENDS:
             raise UserError(f"unknown latency backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but PyTorch sees no CUDA device here")
+            raise UserError("device cuda asked for, but PyTorch sees no CUDA device here")
         if device == "cuda" and backend == "onnxruntime":
             import onnxruntime as ort
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise UserError("onnxruntime here has no CUDA support: use --backend torch on cuda")
+                raise UserError("onnxruntime here has no CUDA support: use the torch backend on cuda")
         threads = physical_cores() if threads is None else int(threads)
         if threads < 1:
             raise UserError(f"threads must be at least 1, got {threads}")

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = range(11, 21)  # the TorchScript exporter stops at 20; below 11 resize/softmax differ
 PARITY_ATOL = 1e-4
 
 

@@ -142,7 +142,7 @@ def test_cli_onnx_weights_errors_are_one_clear_line(arch_file, tmp_path, make, m
 
 @pytest.mark.parametrize("argv, message", [
     (["missing.yaml"], "not found"), (["{arch}", "--imgsz", "16"], "at least 32"),
-    (["{arch}", "-o", "{tmp}/no/such/dir/m.onnx"], "does not exist"),
+    (["{arch}", "-o", "{tmp}/no/such/dir/m.onnx"], "does not exist"), (["{arch}", "--opset", "25"], "between"),
 ])
 def test_cli_onnx_user_errors(arch_file, tmp_path, argv, message):
     with pytest.raises(UserError, match=message):

@@ -66,9 +66,11 @@ def load_weights(model, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_imgsz(args.imgsz)
-    if args.opset < 7:
-        raise UserError(f"--opset must be at least 7, got {args.opset}")
-    from evaluators.onnx_export import OnnxParityError, check_onnx, export_onnx
+    from evaluators.onnx_export import SUPPORTED_OPSETS, OnnxParityError, check_onnx, export_onnx
+
+    if args.opset not in SUPPORTED_OPSETS:
+        raise UserError(f"--opset must be between {SUPPORTED_OPSETS.start} and {SUPPORTED_OPSETS.stop - 1}, "
+                        f"got {args.opset}")
 
     model = build_arch(args.arch)
     if args.weights is not None:
