@@ -13,7 +13,13 @@ from nas.errors import UserError
 
 # Subcommand name -> module under nas.cli. Imported lazily so `nas --help` stays fast.
 COMMANDS = {
+    "search": "nas.cli.search",
+    "resume": "nas.cli.search",
+    "status": "nas.cli.status",
+    "export": "nas.cli.export",
     "info": "nas.cli.info",
+    "latency": "nas.cli.latency",
+    "onnx": "nas.cli.onnx",
 }
 
 
@@ -25,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nas", description="Hardware-aware architecture search for Ghost YOLO detectors.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for name, module in COMMANDS.items():
+    for module in dict.fromkeys(COMMANDS.values()):  # a module may add several commands
         importlib.import_module(module).add_parser(sub)
     return parser
 

@@ -1,0 +1,103 @@
+"""`nas search SPACE --budget 15ms` and `nas resume STUDY`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="search a space for the best detector within a latency budget",
+                       description="Sample architectures from SPACE with Optuna, reject those over the latency "
+                                   "budget, proxy-train the rest on Ray and score them by COCO mAP. Running the "
+                                   "same command again resumes the study.")
+    p.add_argument("space", help="search-space YAML, e.g. spaces/ghost_yolo.yaml")
+    p.add_argument("--budget", required=True, help="latency budget with a unit: 15ms, 800us, 0.02s")
+    p.add_argument("--trials", type=int, default=50, help="total number of finished trials to reach (default 50)")
+    p.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. ghost_yolo-15ms)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY/study.db)")
+    p.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",
+                   help="constrained: max mAP with latency <= budget; pareto: mAP against latency")
+    p.add_argument("--sampler", choices=("tpe", "random", "nsga2"), default=None,
+                   help="default: tpe (nsga2 for --objective pareto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-prune", dest="prune", action="store_false", help="train every candidate to the end")
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--workers", type=int, default=1, help="concurrent trials (default 1)")
+    ray.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / workers")
+    ray.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ray.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or auto)")
+    fid = p.add_argument_group("proxy training")
+    fid.add_argument("--data", default="synthetic", help="synthetic[:n=..,nc=..], dataset YAML or COCO JSON")
+    fid.add_argument("--epochs", type=int, default=3)
+    fid.add_argument("--imgsz", type=int, default=None, help="training size (default: the space's input size)")
+    fid.add_argument("--batch", type=int, default=16)
+    fid.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    fid.add_argument("--lr", type=float, default=None)
+    lat = p.add_argument_group("latency target")
+    lat.add_argument("--latency", choices=("predicted", "measured"), default="predicted",
+                     help="per-block predictor (default) or a whole-model measurement per candidate")
+    lat.add_argument("--latency-device", choices=("cpu", "cuda"), default="cpu")
+    lat.add_argument("--latency-backend", choices=("onnxruntime", "torch"), default=None,
+                     help="default: onnxruntime on cpu, torch on cuda")
+    lat.add_argument("--latency-threads", type=int, default=None, help="default: all physical cores")
+    p.set_defaults(run=run)
+
+    r = sub.add_parser("resume", help="continue an interrupted search",
+                       description="Continue STUDY with the settings it was created with; completed trials are "
+                                   "kept and trials cut off by an interruption are re-run.")
+    r.add_argument("study")
+    r.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY/study.db)")
+    r.add_argument("--trials", type=int, help="new total target (default: the study's)")
+    r.add_argument("--workers", type=int, help="concurrent trials (default: the study's)")
+    r.add_argument("--address", help="join an existing Ray cluster")
+    r.set_defaults(run=run_resume)
+
+
+def run(args) -> int:
+    import os
+
+    from evaluators.budget import format_budget, parse_budget
+    from nas.errors import UserError
+    from nas.search.config import Fidelity, SearchConfig, default_storage
+    from nas.search.driver import run_search
+
+    budget = parse_budget(args.budget)
+    for flag in ("trials", "workers", "epochs", "batch"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.imgsz is not None and args.imgsz < 32:
+        raise UserError(f"--imgsz must be at least 32, got {args.imgsz}")
+    if not Path(args.space).is_file():
+        raise UserError(f"{args.space}: no such file")
+    study = args.study or f"{Path(args.space).stem}-{format_budget(budget)}"
+    cpus = args.cpus_per_trial or max(1.0, float((os.cpu_count() or 1) // args.workers))
+    cfg = SearchConfig(
+        space=str(args.space), budget_ms=budget, study=study, storage=args.storage or default_storage(study),
+        trials=args.trials, objective=args.objective,
+        sampler=args.sampler or ("nsga2" if args.objective == "pareto" else "tpe"), seed=args.seed,
+        prune=args.prune, workers=args.workers, cpus_per_trial=cpus, gpus_per_trial=args.gpus_per_trial,
+        address=args.address, latency=args.latency, latency_backend=args.latency_backend,
+        latency_threads=args.latency_threads, latency_device=args.latency_device,
+        fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                          device=args.device, lr=args.lr, seed=args.seed))
+    if cfg.fidelity.device == "cuda" and cfg.gpus_per_trial <= 0:
+        cfg.gpus_per_trial = 1.0
+    return run_search(cfg)
+
+
+def run_resume(args) -> int:
+    from nas.errors import UserError
+    from nas.search.config import SearchConfig, default_storage
+    from nas.search.driver import run_search
+    from nas.search.study import load_study
+
+    storage = args.storage or default_storage(args.study)
+    study = load_study(args.study, storage)
+    stored = study.user_attrs.get("config")
+    if not stored:
+        raise UserError(f"study {args.study!r} was not created by nas search (no stored configuration)")
+    cfg = SearchConfig.from_dict(stored)
+    cfg.storage = storage
+    for flag in ("trials", "workers", "address"):
+        if getattr(args, flag) is not None:
+            setattr(cfg, flag, getattr(args, flag))
+    return run_search(cfg)

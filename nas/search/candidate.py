@@ -1,0 +1,47 @@
+"""One candidate's proxy training, run inside a Ray worker.
+
+The worker never touches the Optuna storage: it reports per-epoch mAP through `tune.report`
+and ends with a final report (or a `failed` report with the reason). The driver's searcher
+turns those reports into Optuna calls.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+
+
+def run_candidate(config: dict) -> None:
+    """Ray Tune function trainable. config: {"arch", "fidelity", "threads"}."""
+    import torch
+    from ray import tune
+
+    from evaluators.train import train
+    from nas.models import build_model
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    fid = config["fidelity"]
+    start = time.perf_counter()
+
+    def report_epoch(epoch: int, metrics: dict) -> None:
+        tune.report({"epoch": epoch + 1, "map": _num(metrics.get("map")), "map50": _num(metrics.get("map50")),
+                     "loss": _num(metrics.get("loss")), "final": False})
+
+    try:
+        torch.manual_seed(fid["seed"])
+        model = build_model(config["arch"])
+        result = train(model, data=fid["data"], epochs=fid["epochs"], imgsz=fid["imgsz"], batch=fid["batch"],
+                       device=fid["device"], lr=fid["lr"], workers=fid["workers"], seed=fid["seed"],
+                       callback=report_epoch)
+        tune.report({"epoch": result.epochs_run, "map": _num(result.final.get("map")),
+                     "map50": _num(result.final.get("map50")), "final": True, "epochs_run": result.epochs_run,
+                     "train_s": time.perf_counter() - start})
+    except Exception as e:  # noqa: BLE001 - any failure becomes a FAIL trial with its reason
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if isinstance(e, (MemoryError,)) or "out of memory" in str(e).lower():
+            reason = f"out of memory: {reason}"
+        tune.report({"failed": True, "reason": reason[:500], "traceback": traceback.format_exc()[-2000:],
+                     "final": True})
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)

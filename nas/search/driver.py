@@ -1,0 +1,204 @@
+"""The search loop: Optuna decides, Ray runs, the study remembers.
+
+    run_search(cfg)  # creates or resumes cfg.study, runs until it holds cfg.trials finished trials
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from rich.console import Console
+
+from nas.errors import UserError
+
+from .config import SearchConfig
+from .latency import LatencyOracle
+from .progress import Progress, counts, trials_table
+from .study import best_feasible, finished, open_study, recover_interrupted
+
+
+def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
+    # Offsetting the seed by the number of trials already in the study: a resumed, seeded search
+    # continues with fresh draws instead of replaying its start-up points.
+    seed = None if cfg.seed is None else cfg.seed + offset
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, cfg.trials // 5)),
+                                          multivariate=True, constant_liar=True)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.trials // 4)))
+    raise UserError(f"unknown sampler {cfg.sampler!r}: use tpe, random or nsga2")
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    if not cfg.prune or cfg.fidelity.epochs < 2:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def data_classes(spec: str) -> int:
+    """The number of classes of the search data (decides the detectors' nc)."""
+    from evaluators.data import load_dataset
+
+    return load_dataset(spec, "val", imgsz=64, cache=False).nc
+
+
+@contextmanager
+def study_lock(folder: Path):
+    """One driver per study: a pid file, taken over when its process is gone (a killed driver)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "driver.pid"
+    if lock.exists():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass  # stale: its driver died
+        else:
+            if pid != os.getpid():
+                raise UserError(f"study {folder.name!r} is being searched by process {pid}; "
+                                f"wait for it or stop it (Ctrl-C), then resume")
+    lock.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
+    from nas.space import load_space
+
+    console = console or Console(stderr=True)
+    space = load_space(cfg.space)
+    data = cfg.fidelity.data
+    if data != "synthetic" and not data.startswith("synthetic:"):
+        if not Path(data).exists():
+            raise UserError(f"--data {data}: no such file")
+        cfg.fidelity.data = data = str(Path(data).resolve())  # Ray workers run in other folders
+    nc = data_classes(data)
+
+    with study_lock(cfg.folder):
+        study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(), make_pruner(cfg))
+        study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
+        recovered = recover_interrupted(study)
+        if recovered:
+            console.print(f"re-running trial(s) {recovered} left unfinished by an interrupted search")
+        if len(finished(study)) >= cfg.trials:
+            console.print(f"study {cfg.study!r} already has {len(finished(study))} finished trials "
+                          f"(target {cfg.trials}); raise --trials to search further")
+            console.print(trials_table(study, limit=10))
+            return 0
+        oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
+                               cfg.folder, space, nc, cfg.seed or 0, log=console.print)
+        return _run_with_ray(cfg, study, space, nc, oracle, console)
+
+
+def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
+    from evaluators.complexity import complexity
+    from nas.models import build_model
+
+    fidelity = dict(vars(cfg.fidelity))
+    threads = max(1, int(cfg.cpus_per_trial))
+
+    def make(trial: optuna.Trial) -> dict:
+        arch = space.sample(trial, nc)
+        cost = complexity(build_model(arch), arch["imgsz"], deploy=True)
+        latency, source, target = oracle(arch)
+        trial.set_user_attr("arch", arch)
+        trial.set_user_attr("latency_ms", round(latency, 4))
+        trial.set_user_attr("latency_source", source)
+        trial.set_user_attr("target", target)
+        trial.set_user_attr("budget_ms", cfg.budget_ms)
+        trial.set_user_attr("params", cost["params"])
+        trial.set_user_attr("flops", cost["flops"])
+        trial.set_constraint("latency", latency - cfg.budget_ms)  # feasible when <= 0
+        fid = dict(fidelity, imgsz=fidelity["imgsz"] or arch["imgsz"])
+        return {"arch": arch, "latency_ms": latency, "fidelity": fid, "threads": threads}
+
+    return make
+
+
+def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle: LatencyOracle,
+                  console: Console) -> int:
+    import ray
+    from ray import tune
+
+    from .candidate import run_candidate
+    from .searcher import OptunaSearcher, PruneStopper
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        try:
+            if cfg.address:
+                ray.init(address=cfg.address, logging_level=logging.ERROR, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, int(cfg.workers * cfg.cpus_per_trial)),
+                         num_gpus=int(cfg.workers * cfg.gpus_per_trial) or None, include_dashboard=False,
+                         logging_level=logging.ERROR, log_to_driver=False)
+        except ConnectionError as e:
+            raise UserError(f"cannot join the Ray cluster at {cfg.address}: {str(e).splitlines()[0]}") from None
+
+    progress = Progress(study, cfg.trials, cfg.workers, console)
+    searcher = OptunaSearcher(study, cfg, _candidate_maker(cfg, space, nc, oracle), on_change=progress.update)
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(run_candidate, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=cfg.workers,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name="ray", storage_path=str((cfg.folder / "ray").resolve()), verbose=0,
+                                  stop=PruneStopper(searcher), log_to_file=True,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    interrupted = False
+    try:
+        with progress, _quiet_logs():
+            tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        interrupted = interrupted or bool(searcher.live)
+        for trial in list(searcher.live.values()):  # Ctrl-C mid-trial: re-run them on resume
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
+            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+        searcher.live.clear()
+        if started_ray:
+            ray.shutdown()
+
+    c = counts(study)
+    console.print(trials_table(study, limit=15))
+    best = best_feasible(study)
+    console.print(f"study {cfg.study!r}: {c['done']}/{cfg.trials} trials, {c['feasible']} feasible, "
+                  f"{c['infeasible']} over budget, {c['pruned']} pruned, {c['failed']} failed; storage {cfg.storage}")
+    if best:
+        console.print(f"best: trial #{best.number}, mAP {best.values[0]:.4f} at {best.user_attrs['latency_ms']:.2f} ms "
+                      f"(budget {cfg.budget_ms:g} ms). Export: nas export {cfg.study} -o best.yaml")
+    if interrupted:
+        console.print(f"interrupted: the study is safe. Resume with: nas resume {cfg.study}")
+        return 130
+    if searcher.stop_reason:
+        console.print(f"[red]search stopped: {searcher.stop_reason}[/]")
+        return 1
+    return 0
+
+
+@contextmanager
+def _quiet_logs():
+    """Tune's own console output is noise next to our progress line."""
+    loggers = [logging.getLogger(n) for n in ("ray", "ray.tune", "ray.train", "ray.air")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+

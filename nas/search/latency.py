@@ -1,0 +1,51 @@
+"""The budget check of the search: each candidate's latency on the target, before any training.
+
+Default: the per-block lookup-table predictor, cached in the study folder and calibrated once
+against a few whole-model measurements of the space; `latency: measured` measures every
+candidate's whole deploy graph instead (exact, slower).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from evaluators.latency import Target, measure_latency
+from nas.models import build_model
+
+CALIBRATION_ARCHS = 8
+
+
+class LatencyOracle:
+    def __init__(self, mode: str, device: str, backend: str | None, threads: int | None, cache_dir: Path,
+                 space=None, nc: int = 80, seed: int = 0, log=print):
+        self.mode, self.device, self.backend, self.threads = mode, device, backend, threads
+        self.cache_dir, self.space, self.nc, self.seed, self.log = Path(cache_dir), space, nc, seed, log
+        self.predictors: dict[int, object] = {}
+        self.target(320)  # validate device/backend/threads now: a bad flag fails before any trial
+
+    def target(self, imgsz: int) -> Target:
+        return Target.resolve(self.device, self.backend, self.threads, imgsz)
+
+    def __call__(self, arch: dict) -> tuple[float, str, dict]:
+        """(latency ms, "predicted" or "measured", target description)."""
+        imgsz = arch["imgsz"]
+        if self.mode == "measured":
+            r = measure_latency(build_model(arch), imgsz, self.device, self.backend, self.threads)
+            return r.median_ms, "measured", r.target.to_dict()
+        predictor = self.predictors.get(imgsz) or self._predictor(imgsz)
+        return predictor.predict(arch), "predicted", predictor.target.to_dict()
+
+    def _predictor(self, imgsz: int):
+        from evaluators.predictor import LatencyPredictor
+
+        predictor = LatencyPredictor(self.target(imgsz), self.cache_dir)
+        if not predictor.calibrated and self.space is not None:
+            self.log(f"calibrating the latency predictor at {imgsz}px on {CALIBRATION_ARCHS} architectures "
+                     f"of the space (once per target; cached in {self.cache_dir})")
+            archs = [self.space.random_arch(self.seed + 1000 + i, self.nc) for i in range(CALIBRATION_ARCHS)]
+            for a in archs:
+                a["imgsz"] = imgsz
+            measured = [measure_latency(build_model(a), imgsz, self.device, self.backend, self.threads).median_ms
+                        for a in archs]
+            predictor.calibrate(archs, measured)
+        self.predictors[imgsz] = predictor
+        return predictor

@@ -1,0 +1,101 @@
+"""What the user sees while searching: one live status line, and a summary table at the end."""
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .study import is_feasible
+
+
+def counts(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    c = {s: 0 for s in ("complete", "feasible", "infeasible", "pruned", "failed", "running", "waiting")}
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+            c["feasible" if is_feasible(t) else "infeasible"] += 1
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            c["failed"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        else:
+            c["waiting"] += 1
+    c["done"] = c["complete"] + c["pruned"]
+    return c
+
+
+class Progress:
+    """A live line: done/target, feasible, pruned, failed, running, best mAP @ latency, ETA."""
+
+    def __init__(self, study: optuna.Study, target: int, workers: int, console: Console | None = None):
+        self.study, self.target, self.workers = study, target, workers
+        self.console = console or Console(stderr=True)
+        self.start, self.start_done = time.perf_counter(), None
+        self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+
+    def __enter__(self):
+        self.live.__enter__()
+        self.update()
+        return self
+
+    def __exit__(self, *exc):
+        self.update()
+        self.live.__exit__(*exc)
+
+    def update(self) -> None:
+        from .study import best_feasible
+
+        c = counts(self.study)
+        if self.start_done is None:
+            self.start_done = c["done"]
+        best = best_feasible(self.study)
+        best_txt = (f"best mAP [bold]{best.values[0]:.4f}[/] @ {best.user_attrs.get('latency_ms', math.nan):.2f} ms "
+                    f"(#{best.number})" if best else "no feasible trial yet")
+        elapsed = time.perf_counter() - self.start
+        new = c["done"] - self.start_done
+        eta = f"ETA {_duration(elapsed / new * (self.target - c['done']))}" if new > 0 and c["done"] < self.target else ""
+        self.live.update(f"[cyan]trials {c['done']}/{self.target}[/]  feasible {c['feasible']}  "
+                         f"over budget {c['infeasible']}  pruned {c['pruned']}  failed {c['failed']}  "
+                         f"running {c['running']}  |  {best_txt}  {eta}")
+
+
+def _duration(s: float) -> str:
+    return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
+    """Trials best first: feasible by mAP, then over-budget, pruned and failed ones."""
+    trials = study.get_trials(deepcopy=False)
+
+    def rank(t):
+        feasible = is_feasible(t)
+        return (not feasible, t.state != TrialState.COMPLETE, -(t.values[0] if t.values else -1), t.number)
+
+    table = Table(title_justify="left")
+    for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"),
+                      ("latency ms", "right"), ("params", "right"), ("GFLOPs", "right"), ("epochs", "right"),
+                      ("wall s", "right"), ("note", "left")):
+        table.add_column(col, justify=just)
+    for t in sorted(trials, key=rank)[:limit]:
+        a = t.user_attrs
+        state = t.state.name.lower()
+        if t.state == TrialState.COMPLETE:
+            state = "feasible" if is_feasible(t) else "over budget"
+        table.add_row(str(t.number), state, _f(a.get("map") if t.state != TrialState.COMPLETE else t.values[0], 4),
+                      _f(a.get("map50"), 4), _f(a.get("latency_ms"), 2),
+                      f"{a['params']:,}" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),
+                      str(a.get("epochs_run", "")), _f(a.get("wall_s"), 1),
+                      a.get("fail_reason", "")[:60] or (f"re-run of #{a['rerun_of']}" if "rerun_of" in a else ""))
+    return table
+
+
+def _f(v, digits: int) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"

@@ -1,0 +1,164 @@
+"""A Ray Tune Searcher over an Optuna study (ask/tell), and the Stopper that prunes through it.
+
+Why not Tune's OptunaSearch: it has no constraint hook, forces a no-op pruner and records trials
+stopped early as COMPLETE with a partial score. Here Optuna keeps full control:
+- suggest(): study.ask() -> architecture -> latency. Over budget: told at once as infeasible
+  (never trained, never sent to Ray); within budget: sent to Ray for proxy training.
+- on_trial_result(): trial.report(mAP, epoch), so the Optuna pruner sees the learning curve.
+- PruneStopper asks the pruner; a stopped trial is told PRUNED, never COMPLETE.
+- on_trial_complete(): tell COMPLETE with the final mAP, or FAIL with the reason.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Stopper
+from ray.tune.search import Searcher
+
+from .config import SearchConfig
+from .study import finished
+
+MAX_INFEASIBLE_IN_A_ROW = 2000  # a space with (almost) nothing under budget must not spin forever
+
+
+class OptunaSearcher(Searcher):
+    def __init__(self, study: optuna.Study, cfg: SearchConfig, make_candidate: Callable[[optuna.Trial], dict],
+                 on_change: Callable[[], None] = lambda: None):
+        super().__init__(metric="map", mode="max")
+        self.study, self.cfg = study, cfg
+        self.make_candidate = make_candidate  # trial -> {"arch", "attrs", "latency_ms"} (driver side)
+        self.on_change = on_change
+        self.live: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
+        self.reported: dict[str, int] = {}       # Tune trial id -> last epoch told to Optuna
+        self.started: dict[str, float] = {}
+        self.pruned: set[str] = set()
+        self.done = len(finished(study))
+        self.failures_in_a_row = 0
+        self.stop_reason: str | None = None
+        self.trial_seconds: list[float] = []
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its search algorithm to checkpoint the experiment. Optuna's storage is our
+        # record of the search (and holds locks that cannot be pickled), so only the config goes.
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    # -- Tune calls these ---------------------------------------------------------------------------
+    def suggest(self, trial_id: str):
+        if self.stop_reason:
+            return Searcher.FINISHED if not self.live else None
+        for _ in range(MAX_INFEASIBLE_IN_A_ROW):
+            if self.done >= self.cfg.trials:
+                return Searcher.FINISHED if not self.live else None
+            if self.done + len(self.live) >= self.cfg.trials:
+                return None  # the target is covered by running trials; wait (one may still fail)
+            trial = self.study.ask()
+            try:
+                cand = self.make_candidate(trial)
+            except Exception as e:  # noqa: BLE001 - a candidate that cannot be built is a FAIL, not a crash
+                self._fail(trial, f"{type(e).__name__}: {e}")
+                if self.stop_reason:
+                    return None if self.live else Searcher.FINISHED
+                continue
+            if cand["latency_ms"] > self.cfg.budget_ms:
+                self._tell_infeasible(trial, cand)
+                continue
+            trial.set_user_attr("trained", True)
+            self.live[trial_id] = trial
+            self.started[trial_id] = time.perf_counter()
+            self.on_change()
+            return {"arch": cand["arch"], "fidelity": cand["fidelity"], "threads": cand["threads"],
+                    "number": trial.number}
+        self.stop_reason = (f"{MAX_INFEASIBLE_IN_A_ROW} candidates in a row were over the "
+                            f"{self.cfg.budget_ms:g} ms budget: raise the budget or shrink the space")
+        return None if self.live else Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Idempotent: the stopper may see a result before Tune hands it to us.
+        trial = self.live.get(trial_id)
+        if trial is None or result.get("final") or result.get("failed"):
+            return
+        epoch = int(result["epoch"])
+        if self.reported.get(trial_id, 0) < epoch and not math.isnan(result["map"]):
+            trial.report(result["map"], step=epoch)
+            self.reported[trial_id] = epoch
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.live.pop(trial_id, None)
+        self.reported.pop(trial_id, None)
+        if trial is None:
+            return
+        wall = time.perf_counter() - self.started.pop(trial_id)
+        trial.set_user_attr("wall_s", round(wall, 3))
+        result = result or {}
+        if error or result.get("failed"):
+            reason = result.get("reason") or "the Ray worker died (killed, or out of memory)"
+            self._fail(trial, reason)
+            return
+        self.failures_in_a_row = 0
+        self.trial_seconds.append(wall)
+        mAP = result.get("map", float("nan"))
+        trial.set_user_attr("map", mAP)
+        trial.set_user_attr("map50", result.get("map50", float("nan")))
+        if trial_id in self.pruned:
+            self.pruned.discard(trial_id)
+            trial.set_user_attr("epochs_run", int(result.get("epoch", 0)))
+            self.study.tell(trial, state=TrialState.PRUNED)
+        elif math.isnan(mAP):
+            self._fail(trial, "mAP is NaN")
+            return
+        else:
+            trial.set_user_attr("epochs_run", int(result.get("epochs_run", result.get("epoch", 0))))
+            self.study.tell(trial, self._values(mAP, trial.user_attrs["latency_ms"]))
+        self.done += 1
+        self.on_change()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def should_prune(self, trial_id: str) -> bool:
+        trial = self.live.get(trial_id)
+        if not self.cfg.prune or trial is None or len(self.study.directions) > 1:
+            return False
+        if trial.should_prune():
+            self.pruned.add(trial_id)
+            return True
+        return False
+
+    def _values(self, mAP: float, latency_ms: float):
+        return [mAP, latency_ms] if self.cfg.objective == "pareto" else mAP
+
+    def _tell_infeasible(self, trial: optuna.Trial, cand: dict) -> None:
+        trial.set_user_attr("trained", False)
+        trial.set_user_attr("map", 0.0)
+        self.study.tell(trial, self._values(0.0, cand["latency_ms"]))
+        self.done += 1
+        self.on_change()
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("fail_reason", reason[:500])
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row >= self.cfg.max_failures:
+            self.stop_reason = f"{self.failures_in_a_row} trials failed in a row; last: {reason[:200]}"
+        self.on_change()
+
+
+class PruneStopper(Stopper):
+    """Tune stops a trial when the Optuna pruner says so (the searcher then tells PRUNED)."""
+
+    def __init__(self, searcher: OptunaSearcher):
+        self.searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("final") or result.get("failed"):
+            return False
+        self.searcher.on_trial_result(trial_id, result)
+        return self.searcher.should_prune(trial_id)
+
+    def stop_all(self) -> bool:
+        return False
