@@ -72,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--opset must be between {SUPPORTED_OPSETS.start} and {SUPPORTED_OPSETS.stop - 1}, "
                         f"got {args.opset}")
 
+    output = args.output or args.arch.with_suffix(".onnx")
+    if not output.parent.is_dir():
+        raise UserError(f"output folder does not exist: {output.parent}")
     model = build_arch(args.arch)
     if args.weights is not None:
         load_weights(model, args.weights)
     imgsz = args.imgsz or model.imgsz
-    output = args.output or args.arch.with_suffix(".onnx")
-    if not output.parent.is_dir():
-        raise UserError(f"output folder does not exist: {output.parent}")
     path = export_onnx(model, output, imgsz, opset=args.opset)
     try:
         diff = check_onnx(model, path, imgsz)
