@@ -106,7 +106,8 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
 
     def make(trial: optuna.Trial) -> dict:
         arch = space.sample(trial, nc)
-        cost = complexity(build_model(arch), arch["imgsz"], deploy=True)
+        model = build_model(arch)
+        cost, deploy = complexity(model, arch["imgsz"]), complexity(model, arch["imgsz"], deploy=True)
         latency, source, target = oracle(arch)
         trial.set_user_attr("arch", arch)
         trial.set_user_attr("latency_ms", round(latency, 4))
@@ -115,6 +116,8 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
         trial.set_user_attr("budget_ms", cfg.budget_ms)
         trial.set_user_attr("params", cost["params"])
         trial.set_user_attr("flops", cost["flops"])
+        trial.set_user_attr("deploy_params", deploy["params"])  # V3 branches fused: what ships
+        trial.set_user_attr("deploy_flops", deploy["flops"])
         trial.set_constraint("latency", latency - cfg.budget_ms)  # feasible when <= 0
         fid = dict(fidelity, imgsz=fidelity["imgsz"] or arch["imgsz"])
         return {"arch": arch, "latency_ms": latency, "fidelity": fid, "threads": threads}
@@ -165,8 +168,8 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
     finally:
         interrupted = interrupted or bool(searcher.live)
         for trial in list(searcher.live.values()):  # Ctrl-C mid-trial: re-run them on resume
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted")
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
         searcher.live.clear()
         if started_ray:

@@ -21,6 +21,7 @@ def trial_arch(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
         "latency_ms": a.get("latency_ms"), "latency_source": a.get("latency_source"),
         "budget_ms": a.get("budget_ms"), "target": a.get("target"),
         "params": a.get("params"), "flops": a.get("flops"),
+        "deploy_params": a.get("deploy_params"), "deploy_flops": a.get("deploy_flops"),
         "space": study.user_attrs.get("config", {}).get("space"), "space_hash": study.user_attrs.get("space_hash"),
         "fidelity": study.user_attrs.get("config", {}).get("fidelity"),
     }

@@ -70,8 +70,8 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     so the re-run evaluates the same candidate. Returns the recovered trial numbers."""
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the search stopped mid-trial")
+        study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
         numbers.append(t.number)
     return numbers

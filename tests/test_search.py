@@ -1,0 +1,214 @@
+"""The search: Optuna ask/tell under Ray Tune, the latency constraint, resume, status and export."""
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.cli import main
+from nas.models import build_model, dump_arch, load_arch
+from nas.search.config import Fidelity, SearchConfig
+from nas.search.searcher import OptunaSearcher, PruneStopper
+from nas.search.study import recover_interrupted
+from ray.tune.search import Searcher
+
+SPACE = Path(__file__).resolve().parent / "data" / "tiny_space.yaml"
+FAST = ["--data", "synthetic:n=16,val=8,size=64", "--epochs", "2", "--imgsz", "64", "--batch", "8",
+        "--latency", "measured"]
+REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained"}
+TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s"}
+
+
+def storage(name: str) -> str:
+    return f"sqlite:///studies/{name}/study.db"
+
+
+# -- the searcher alone (no Ray): what it tells Optuna ------------------------------------------------
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def searcher_for(latencies, trials=3, pruner=None, max_failures=5):
+    study = optuna.create_study(direction="maximize", pruner=pruner or optuna.pruners.NopPruner())
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="unit", storage="", trials=trials,
+                       max_failures=max_failures)
+    it = iter(latencies)
+
+    def make(trial):
+        latency = next(it)
+        trial.set_user_attr("latency_ms", latency)
+        trial.set_constraint("latency", latency - cfg.budget_ms)
+        return {"arch": {"n": trial.number}, "latency_ms": latency, "fidelity": {}, "threads": 1}
+
+    return study, OptunaSearcher(study, cfg, make)
+
+
+def test_over_budget_candidates_are_told_at_once_and_never_sent_to_ray():
+    study, s = searcher_for([12.0, 30.0, 5.0, 7.0, 50.0])
+    config = s.suggest("a")
+    assert config["arch"] == {"n": 2}  # trials 0 and 1 were over the 10 ms budget
+    states = {t.number: (t.state, t.user_attrs.get("trained")) for t in study.trials}
+    assert states[0] == (TrialState.COMPLETE, False) and states[1] == (TrialState.COMPLETE, False)
+    assert all(v > 0 for t in study.trials[:2] for v in t.constraints.values())
+    assert s.suggest("b") is None  # 2 finished + 1 running covers the target of 3: wait
+    s.on_trial_complete("a", {"map": 0.4, "map50": 0.6, "epochs_run": 2, "final": True})
+    assert study.trials[2].state == TrialState.COMPLETE and study.trials[2].value == 0.4
+    assert s.suggest("c") == Searcher.FINISHED
+
+
+def test_pruned_trials_are_pruned_not_complete():
+    study, s = searcher_for([1.0, 2.0], trials=1, pruner=AlwaysPrune())
+    s.suggest("a")
+    stopper = PruneStopper(s)
+    assert stopper("a", {"epoch": 1, "map": 0.01, "final": False}) is True
+    s.on_trial_complete("a", {"epoch": 1, "map": 0.01, "final": False})
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.01}
+
+
+def test_failures_are_recorded_and_a_run_of_them_stops_the_search():
+    study, s = searcher_for([1.0] * 5, trials=5, max_failures=2)
+    s.suggest("a")
+    s.on_trial_complete("a", {"failed": True, "reason": "NonFiniteLoss: loss is nan at epoch 1"})
+    s.suggest("b")
+    s.on_trial_complete("b", error=True)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert "nan" in study.trials[0].user_attrs["fail_reason"]
+    assert "worker died" in study.trials[1].user_attrs["fail_reason"]
+    assert s.stop_reason and s.suggest("c") == Searcher.FINISHED
+
+
+def test_recover_interrupted_requeues_the_same_params():
+    study = optuna.create_study()
+    t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert recover_interrupted(study) == [t.number]
+    assert study.trials[0].state == TrialState.FAIL
+    again = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert again.params == t.params and again.user_attrs["rerun_of"] == t.number
+
+
+# -- the whole search on Ray ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_search_with_two_workers_then_status_and_export(tmp_path, monkeypatch, ray_cluster, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["search", str(SPACE), "--budget", "50ms", "--trials", "4", "--workers", "2", "--cpus-per-trial", "1"]
+    assert main(args + FAST) == 0
+    study = optuna.load_study(study_name="tiny_space-50ms", storage=storage("tiny_space-50ms"))
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4 and len(study.trials) == 4
+    for t in done:
+        assert REQUIRED_ATTRS | TRAINED_ATTRS <= set(t.user_attrs), t.user_attrs.keys()
+        assert t.user_attrs["trained"] and t.user_attrs["latency_source"] == "measured"
+        assert t.user_attrs["target"]["backend"] == "onnxruntime" and t.user_attrs["latency_ms"] > 0
+        assert build_model(t.user_attrs["arch"])  # the stored architecture builds
+
+    capsys.readouterr()
+    assert main(["status", "tiny_space-50ms"]) == 0
+    assert "4/4" in capsys.readouterr().out
+
+    assert main(["export", "tiny_space-50ms", "-o", "best.yaml", "--pareto", "front"]) == 0
+    arch = load_arch("best.yaml")
+    meta = arch["meta"]
+    assert {"study", "trial", "map", "map50", "latency_ms", "target", "budget_ms", "params", "flops",
+            "space_hash"} <= set(meta)
+    assert sum(p.numel() for p in build_model(arch).parameters()) == meta["params"]
+    assert dump_arch(arch) == Path("best.yaml").read_text()  # round-trips
+    assert (tmp_path / "front" / "pareto.png").stat().st_size > 0
+    assert main(["info", "best.yaml", "--json"]) == 0
+
+
+def test_tight_budget_trains_nothing(tmp_path, monkeypatch, ray_cluster, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", str(SPACE), "--budget", "1us", "--trials", "3", *FAST]) == 0
+    study = optuna.load_study(study_name="tiny_space-1us", storage=storage("tiny_space-1us"))
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["trained"] is False
+        assert t.constraints["latency"] > 0 and "epochs_run" not in t.user_attrs
+    capsys.readouterr()
+    assert main(["export", "tiny_space-1us", "-o", "best.yaml"]) == 2
+    assert "no feasible trial" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill_reaches_the_target_exactly(tmp_path):
+    name, target = "tiny_space-50ms", 5
+    cmd = [sys.executable, "-m", "nas", "search", str(SPACE), "--budget", "50ms", "--trials", str(target),
+           "--workers", "1", "--cpus-per-trial", "1", *FAST]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "studies" / name / "study.db"
+    deadline = time.time() + 240
+    before = []
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        if db.exists():
+            try:
+                study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+            except KeyError:
+                continue
+            states = [t.state for t in study.trials]
+            if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
+                before = [(t.number, t.value, t.params) for t in study.trials if t.state == TrialState.COMPLETE]
+                break
+    assert before, "the search never reached 2 finished trials with one running"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes die mid-trial
+    proc.wait()
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == target
+    kept = {(t.number, t.value, json.dumps(t.params, sort_keys=True)) for t in study.trials}
+    assert {(n, v, json.dumps(p, sort_keys=True)) for n, v, p in before} <= kept  # nothing lost
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert killed and all("interrupted" in t.user_attrs["fail_reason"] for t in killed)
+    reruns = [t for t in study.trials if "rerun_of" in t.user_attrs]
+    assert {t.user_attrs["rerun_of"] for t in reruns} == {t.number for t in killed}
+    for t in reruns:  # re-run with the same parameters
+        assert t.params == study.trials[t.user_attrs["rerun_of"]].params
+    assert "re-running trial" in rerun.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "15"], "in what unit"),
+    (["--budget=-3ms"], "budget"),
+    (["--budget", "15ms", "--sampler", "grid"], "invalid choice"),
+    (["--budget", "15ms", "--trials", "0"], "--trials must be at least 1"),
+    (["--budget", "15ms", "--data", "missing.yaml"], "missing.yaml"),
+])
+def test_bad_flags_give_one_line_and_status_2(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", str(SPACE), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_bad_space_file_and_unknown_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("imgsz: 64\nstem: 8\nstages: []\nlast: 32\nneck: {width: 16, depth: 1}\nhead: {width: 16}\n")
+    assert main(["search", str(bad), "--budget", "15ms"]) == 2
+    assert "stages" in capsys.readouterr().err
+    assert main(["status", "nothing-here"]) == 2
+    assert main(["export", "nothing-here", "-o", "x.yaml"]) == 2
+    assert main(["resume", "nothing-here"]) == 2
