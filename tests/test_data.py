@@ -316,13 +316,18 @@ def test_collate_and_loader():
 
 def test_coco128_counts():
     """coco128's README says 941 train boxes: that counts the rows of all label files, but two of
-    them (000000000656, 000000000659) have no image here and two images (000000000250, 000000000508)
-    have no label file. What loads is 128 images, 929 boxes, 2 backgrounds (Ultralytics reports the same)."""
+    them (000000000656, 000000000659, 12 rows) have no image here and two images (000000000250,
+    000000000508) have no label file. What loads is 128 images, 929 boxes, 2 backgrounds (Ultralytics
+    reports the same), and the report names the 2 orphan label files, so 929 + 12 = 941 rows."""
     assert (COCO128 / "data.yaml").is_file(), f"coco128 not found at {COCO128} (set NAS_COCO128)"
     for split, boxes, background in (("train", 929, 2), ("val", 898, 0)):
         ds = load_dataset(COCO128 / "data.yaml", split, imgsz=160)
         assert (len(ds), ds.report["boxes"], ds.report["background"]) == (128, boxes, background)
         assert ds.nc == 80 and ds.names[0] == "person"
+        orphans = [m for m in ds.report["examples"] if "no image for this label file" in m]
+        assert ds.report["orphan_label"] == len(orphans) == (2 if split == "train" else 0)
+        orphan_rows = sum(int(m.rsplit("(", 1)[1].split()[0]) for m in orphans)
+        assert boxes + orphan_rows == {"train": 941, "val": 898}[split]  # the README's counts
         assert sum(len(ds.ground_truth(i)["labels"]) for i in range(len(ds))) == boxes
         # the same count straight from the files (5 numbers a row), for images that exist
         rows = sum(len((COCO128 / f"labels/{split}2017/{p.stem}.txt").read_text().split())

@@ -20,6 +20,7 @@ PROBLEMS = {
     "out_of_range": "box out of image",
     "bad_class": "bad class id",
     "degenerate_box": "zero-area box",
+    "orphan_label": "label file without an image",
 }
 MAX_EXAMPLES = 10
 # Boxes may stick out of the image by this fraction of its size (rounding in label tools); they are clipped.

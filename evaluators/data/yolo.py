@@ -47,6 +47,7 @@ def load_yolo(yaml_path: Path, split: str, imgsz: int, cache: bool) -> Source:
         boxes, labels = read_labels(label_path(path), shape, len(names), report)
         samples.append(Sample(len(samples), path, shape, boxes, labels))
         images.append(image)
+    report_orphan_labels(root, cfg[split], paths, report)
     name = f"{yaml_path.parent.name}/{yaml_path.name} {split}"
     return Source(name, names, list(range(len(names))), samples, images, report)
 
@@ -125,6 +126,21 @@ def split_images(root: Path, entries, split: str, where: Path) -> list[Path]:
         else:
             raise UserError(f"{where}: '{split}' entry {p} is not a folder, a .txt list or an image")
     return images
+
+
+def report_orphan_labels(root: Path, entries, images: list[Path], report: Report) -> None:
+    """Label files in a split folder's labels/ twin that no image uses: their boxes cannot load.
+    Counted (with their rows) so the report accounts for every label row on disk."""
+    used = {label_path(p).resolve() for p in images}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        folder = _under(root, entry)
+        labels = label_path(folder / "x").parent  # images/<split> -> labels/<split>
+        if not folder.is_dir() or labels == folder or not labels.is_dir():
+            continue
+        for txt in sorted(labels.rglob("*.txt")):
+            if txt.resolve() not in used:
+                rows = sum(1 for line in txt.read_text(errors="replace").splitlines() if line.strip())
+                report.add("orphan_label", f"{txt}: no image for this label file ({rows} boxes not loaded)")
 
 
 def _under(root: Path, entry) -> Path:
