@@ -1,0 +1,283 @@
+"""Predicted latency: a per-block lookup table measured on the target, calibrated on whole models.
+
+Measuring one candidate costs seconds (export, session, timing); a search checks thousands. The
+predictor splits an architecture into blocks, measures each distinct block once on the target
+(exported alone, batch 1, same backend and threads) and adds their latencies up. The sum misses
+what only a whole graph has (operator fusion across block boundaries, one session instead of many,
+memory traffic), so `calibrate()` fits `measured = a * sum + b` on a few whole-model measurements.
+
+The table lives in `<cache_dir>/latency-<target.key()>.json` (the study folder, or any folder
+shared by several studies on the same target); blocks unknown to it are measured lazily.
+
+    predictor = LatencyPredictor(Target.resolve(imgsz=320), "studies/my-study")
+    predictor.warm(calibration_archs)                       # optional: measure all their blocks now
+    predictor.calibrate(calibration_archs, [measure_latency(build_model(a), 320).median_ms ...])
+    predictor.predict(arch)                                 # ms, well under a millisecond once known
+
+A block is a row of the architecture; a row of n chained copies (a stage of depth n) is its first
+copy plus n - 1 times its repeat copy, so stages of every depth share the same few entries.
+Re-parameterization branches fuse away in the deploy graph, so blocks that differ only in their
+branch count share an entry too.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from nas.models.arch import load_arch
+from nas.models.graph import plan
+from nas.models.registry import REGISTRY
+
+from .latency import Target, time_calls
+from .onnx_export import DEFAULT_OPSET, deploy_copy, ort_session
+
+FORMAT = 1  # bump when keys or timings change meaning: older tables are then rebuilt
+
+# Per-block timing: blocks take 0.01 .. 2 ms, so a fraction of a second gives hundreds of runs;
+# the median ignores the preemptions a busy machine adds.
+BLOCK_TIMING = dict(warmup=10, runs=30, min_time_s=0.25, max_runs=1000)
+
+# Args with no effect on the deploy graph: branches and their scale branch fuse into one conv.
+_DEPLOY_NEUTRAL = {"branches": 0, "scale": True}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """`predicted = a * block_sum + b`, fitted on `n` whole-model measurements; `error` is the
+    mean absolute relative error of the fit on them, `worst` the largest."""
+
+    n: int = 0
+    a: float = 1.0
+    b: float = 0.0
+    error: float = float("nan")
+    worst: float = float("nan")
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "a": self.a, "b": self.b, "error": self.error, "worst": self.worst}
+
+
+def block_key(name: str, args: dict, c_ins: list[int], sizes: list[int], repeats: int) -> str:
+    """The table key of one block: what it is and the square input size(s) it sees."""
+    args = {k: _DEPLOY_NEUTRAL.get(k, v) for k, v in args.items()}
+    return json.dumps([name, args, c_ins, sizes, repeats], separators=(",", ":"))
+
+
+def arch_blocks(arch: dict, imgsz: int) -> list[tuple[str, int]]:
+    """(block key, how many times it runs) for every row of `arch` at input size `imgsz`."""
+    layers = plan(arch)
+    padded = imgsz + (-imgsz % 32)  # the Detector pads its input to a multiple of 32
+    blocks = []
+    for layer in layers:
+        sizes = tuple(padded if s == -1 else int(padded // layers[s].stride) for s in layer.sources)
+        blocks += _row_blocks(layer.name, tuple(layer.args.items()), tuple(layer.c_ins), sizes, layer.repeats,
+                              layer.c_out, int(padded // layer.stride))
+    return blocks
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _row_blocks(name, args, c_ins, sizes, repeats, c_out, out_size) -> tuple[tuple[str, int], ...]:
+    """The blocks of one planned row; cached because writing keys costs more than planning."""
+    args = dict(args)
+    if REGISTRY[name].repeats == "chain" and repeats > 1:
+        rest = dict(args, stride=1) if "stride" in args else args
+        return ((block_key(name, args, list(c_ins), list(sizes), 1), 1),
+                (block_key(name, rest, [c_out], [out_size], 1), repeats - 1))
+    return ((block_key(name, args, list(c_ins), list(sizes), repeats), 1),)
+
+
+class _Block(nn.Module):
+    """One block with plain tensor inputs, for export and timing: multi-input rows take a list;
+    the detection head is timed with its decode, as whole detectors are."""
+
+    def __init__(self, module: nn.Module, multi_input: bool):
+        super().__init__()
+        self.module, self.multi_input = module, multi_input
+
+    def forward(self, *xs: torch.Tensor):
+        out = self.module(list(xs) if self.multi_input else xs[0])
+        if hasattr(self.module, "decode"):
+            out = self.module.decode(out)
+        return tuple(out) if isinstance(out, (list, tuple)) else out
+
+
+def build_block(key: str) -> tuple[nn.Module, list[torch.Tensor]]:
+    """The deploy-graph module of a block key and random inputs of its shapes."""
+    name, args, c_ins, sizes, repeats = json.loads(key)
+    spec = REGISTRY[name]
+    module = _Block(deploy_copy(spec.build(c_ins, repeats, args)), spec.multi_input)
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.rand((1, c, s, s), generator=g) for c, s in zip(c_ins, sizes)]
+    return module.eval(), inputs
+
+
+def time_block(key: str, target: Target, timing: dict | None = None) -> float:
+    """Median latency (ms) of one block alone on `target`."""
+    timing = timing or BLOCK_TIMING
+    module, inputs = build_block(key)
+    if target.backend == "onnxruntime":
+        buffer = io.BytesIO()
+        names = [f"x{i}" for i in range(len(inputs))]
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # exporter deprecation and tracer notes, as in onnx_export
+            torch.onnx.export(module, tuple(inputs), buffer, dynamo=False, opset_version=DEFAULT_OPSET,
+                              do_constant_folding=True, input_names=names)
+        providers = ["CUDAExecutionProvider"] if target.device == "cuda" else ["CPUExecutionProvider"]
+        session = ort_session(buffer.getvalue(), target.threads, providers)
+        feed = {n: x.numpy() for n, x in zip(names, inputs)}
+        times = time_calls(lambda: session.run(None, feed), **timing)
+    else:
+        module, inputs = module.to(target.device), [x.to(target.device) for x in inputs]
+        sync = torch.cuda.synchronize if target.device == "cuda" else (lambda: None)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(target.threads)
+        try:
+            with torch.inference_mode():
+                times = time_calls(lambda: module(*inputs), sync=sync, **timing)
+        finally:
+            torch.set_num_threads(previous)
+    return float(np.median(times))
+
+
+def fit_calibration(block_sums, measured_ms) -> Calibration:
+    """Least squares on relative errors: minimise sum(((a*s + b) - m) / m)^2, because the budget
+    check and the accuracy goal are both relative (+-10%). One point fits a scale only."""
+    s, m = np.asarray(block_sums, dtype=np.float64), np.asarray(measured_ms, dtype=np.float64)
+    if s.shape != m.shape or s.size == 0:
+        raise ValueError(f"calibration needs as many measurements as architectures (>= 1), got "
+                         f"{m.size} for {s.size}")
+    if np.any(m <= 0) or np.any(s <= 0):
+        raise ValueError("calibration latencies must be positive")
+    r = s / m
+    if s.size == 1 or np.ptp(s) == 0:
+        a, b = float(r.sum() / (r * r).sum()), 0.0
+    else:
+        design = np.stack((r, 1.0 / m), 1)  # rows scaled by 1/m: relative residuals
+        (a, b), *_ = np.linalg.lstsq(design, np.ones_like(m), rcond=None)
+        a, b = float(a), float(b)
+        if a <= 0:  # nonsense from a degenerate set: fall back to a pure scale
+            a, b = float(r.sum() / (r * r).sum()), 0.0
+    rel = np.abs((a * s + b) / m - 1)
+    return Calibration(int(s.size), a, b, float(rel.mean()), float(rel.max()))
+
+
+class LatencyPredictor:
+    """Predicted deploy-graph latency (ms) of architectures on one `Target`.
+
+    `measured` counts the blocks this instance timed (a warm cache leaves it at 0).
+    """
+
+    def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None):
+        self.target = target
+        self.path = Path(cache_dir) / f"latency-{target.key()}.json"
+        self.timing = dict(BLOCK_TIMING, **(timing or {}))
+        self.table: dict[str, float] = {}
+        self.calibration = Calibration()
+        self.measured = 0
+        self.measure_seconds = 0.0  # time spent building the table in this instance
+        self._load()
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration.n > 0
+
+    # -- prediction -----------------------------------------------------------------------------
+
+    def blocks(self, arch: dict) -> list[tuple[str, int]]:
+        """(block key, count) for every row of `arch` at the target's input size."""
+        return arch_blocks(arch, self.target.imgsz)
+
+    def block_sum(self, arch: dict) -> float:
+        """Uncalibrated: the sum of the block latencies (ms), measuring unknown blocks first."""
+        blocks = self.blocks(arch)
+        self._measure([k for k, _ in blocks if k not in self.table])
+        return sum(self.table[k] * n for k, n in blocks)
+
+    def predict(self, arch: dict | str | os.PathLike) -> float:
+        """Predicted latency (ms) of `arch` (a dict or an architecture YAML) at the target's input size."""
+        if not isinstance(arch, dict):
+            arch = load_arch(arch)
+        c = self.calibration
+        return c.a * self.block_sum(arch) + c.b
+
+    def warm(self, archs) -> int:
+        """Measure every block of `archs` not in the table yet; returns how many were measured."""
+        missing = {k: None for arch in archs for k, _ in self.blocks(arch) if k not in self.table}
+        self._measure(list(missing))
+        return len(missing)
+
+    def calibrate(self, archs, measured_ms) -> Calibration:
+        """Fit `a * block_sum + b` to whole-model latencies measured on this target; saved with the table."""
+        archs = list(archs)
+        self.warm(archs)
+        self.calibration = fit_calibration([self.block_sum(a) for a in archs], list(measured_ms))
+        self._save()
+        return self.calibration
+
+    # -- the table on disk ----------------------------------------------------------------------
+
+    def _measure(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        start = time.perf_counter()
+        for key in dict.fromkeys(keys):
+            self.table[key] = time_block(key, self.target, self.timing)
+            self.measured += 1
+        self.measure_seconds += time.perf_counter() - start
+        self._save()
+
+    def _read(self, quiet: bool = False) -> dict | None:
+        """The cache file's content, or None when missing, unreadable, of another format or target."""
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+            ok = (isinstance(data, dict) and data.get("format") == FORMAT
+                  and data.get("target") == self.target.to_dict() and isinstance(data.get("blocks"), dict))
+            if ok:
+                return data
+            reason = "another format or target"
+        except (OSError, ValueError) as e:
+            reason = f"unreadable: {e}"
+        if not quiet:
+            warnings.warn(f"latency table {self.path} ignored ({reason}); it will be rebuilt", stacklevel=3)
+        return None
+
+    def _load(self) -> None:
+        data = self._read()
+        if data is None:
+            return
+        self.table = {k: float(v) for k, v in data["blocks"].items()}
+        if data.get("calibration"):
+            c = data["calibration"]
+            self.calibration = Calibration(int(c["n"]), float(c["a"]), float(c["b"]),
+                                           float(c["error"]), float(c["worst"]))
+
+    def _save(self) -> None:
+        """Write atomically (temp file + rename), keeping blocks another process added meanwhile."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        on_disk = self._read(quiet=True)
+        if on_disk:
+            for k, v in on_disk["blocks"].items():
+                self.table.setdefault(k, float(v))
+        data = {"format": FORMAT, "target": self.target.to_dict(),
+                "calibration": self.calibration.to_dict() if self.calibrated else None,
+                "blocks": self.table}
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=0)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise

@@ -1,0 +1,155 @@
+"""Latency predictor: block table, cache reuse per target, calibration, ranking against measurement."""
+import json
+
+import pytest
+
+import evaluators.predictor as predictor_module
+from evaluators.latency import Target, measure_latency
+from evaluators.predictor import LatencyPredictor, arch_blocks, fit_calibration
+from nas.models import build_model
+from nas.models.zoo import pan_neck, stage_backbone
+
+IMGSZ = 64
+QUICK = dict(warmup=2, runs=5, min_time_s=0.0, max_runs=5)
+
+
+def plain_arch(width: int, head_width: int) -> dict:
+    """The smallest detector the graph allows: five strided convs and the head."""
+    backbone = [[-1, 1, "ConvBNAct", [width, 3, 2]]] + [[-1, 1, "ConvBNAct", [width, 3, 2]] for _ in range(4)]
+    return {"nc": 2, "imgsz": IMGSZ, "backbone": backbone, "head": [[[2, 3, 4], 1, "Detect", ["nc", head_width]]]}
+
+
+SMALL, LARGE = plain_arch(8, 8), plain_arch(96, 96)
+
+
+def ghost_arch(depth: int = 1, branches: int = 0) -> dict:
+    stage = dict(expansion=2, kernel=3, stride=2, se=0.0, ratio=2, dfc=0, branches=branches, scale=True)
+    stages = [dict(stage, width=8, depth=1), dict(stage, width=16, depth=depth, dfc=3),
+              dict(stage, width=24, depth=1, se=0.25), dict(stage, width=32, depth=1)]
+    backbone, taps = stage_backbone(8, stages, 48)
+    return {"nc": 2, "imgsz": IMGSZ, "backbone": backbone,
+            "head": pan_neck(taps, len(backbone), (16, 16, 16), 1, 16, branches=branches)}
+
+
+@pytest.fixture(scope="module")
+def target():
+    return Target.resolve("cpu", "onnxruntime", 1, IMGSZ)
+
+
+@pytest.fixture(scope="module")
+def warm_dir(tmp_path_factory, target):
+    """A cache folder whose table already holds SMALL and LARGE (measured once for the module)."""
+    folder = tmp_path_factory.mktemp("latency")
+    LatencyPredictor(target, folder, QUICK).warm([SMALL, LARGE])
+    return folder
+
+
+def copy_cache(src, dst, target):
+    name = f"latency-{target.key()}.json"
+    (dst / name).write_text((src / name).read_text())
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+
+def test_blocks_cover_every_row_and_split_repeats():
+    one, three = arch_blocks(ghost_arch(depth=1), IMGSZ), arch_blocks(ghost_arch(depth=3), IMGSZ)
+    assert len(one) == len(ghost_arch()["backbone"]) + len(ghost_arch()["head"])
+    assert all(n == 1 for _, n in one)
+    # The depth-3 stage is its first block (also in the depth-1 stage) plus 2 x a stride-1 repeat.
+    extra = [(k, n) for k, n in three if k not in dict(one)]
+    assert len(three) == len(one) + 1 and len(extra) == 1 and extra[0][1] == 2
+    name, args, c_ins, sizes, repeats = json.loads(extra[0][0])
+    assert (name, args["stride"], c_ins, sizes, repeats) == ("GhostBottleneck", 1, [16], [IMGSZ // 8], 1)
+    # Multi-input rows see each input at its own resolution.
+    detect = json.loads(one[-1][0])
+    assert detect[0] == "Detect" and detect[3] == [IMGSZ // 8, IMGSZ // 16, IMGSZ // 32]
+
+
+def test_reparameterization_branches_share_the_deploy_blocks():
+    assert arch_blocks(ghost_arch(branches=3), IMGSZ) == arch_blocks(ghost_arch(branches=0), IMGSZ)
+
+
+# --- prediction and the cache ---------------------------------------------------------------------
+
+def test_ranks_a_small_and_a_much_larger_detector_like_measurement(warm_dir, target):
+    predictor = LatencyPredictor(target, warm_dir, QUICK)
+    small, large = predictor.predict(SMALL), predictor.predict(LARGE)
+    measured = [measure_latency(build_model(a), IMGSZ, threads=1, warmup=3, runs=20, min_time_s=0.1).median_ms
+                for a in (SMALL, LARGE)]
+    assert measured[0] < measured[1]
+    assert 0 < small < large
+
+
+def test_cache_is_written_and_reused_without_measuring(tmp_path, target):
+    first = LatencyPredictor(target, tmp_path, QUICK)
+    assert not first.path.exists() and first.path.parent == tmp_path
+    expected = first.predict(ghost_arch(depth=2))
+    assert first.measured == len(set(k for k, _ in arch_blocks(ghost_arch(depth=2), IMGSZ)))
+    assert first.path.name == f"latency-{target.key()}.json" and first.path.exists()
+
+    second = LatencyPredictor(target, tmp_path, QUICK)
+    assert second.predict(ghost_arch(depth=2)) == expected
+    assert second.measured == 0
+    # A deeper stage only adds repeats of blocks already there; new branches fuse away.
+    assert second.warm([ghost_arch(depth=4, branches=2)]) == 0 and second.measured == 0
+
+
+def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, monkeypatch):
+    predictor = LatencyPredictor(target, warm_dir, QUICK)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a block was measured")
+
+    monkeypatch.setattr(predictor_module, "time_block", refuse)
+    assert predictor.predict(SMALL) > 0 and predictor.predict(LARGE) > 0
+    assert predictor.measured == 0
+
+
+def test_another_target_gets_its_own_table(warm_dir, target):
+    other = Target.resolve("cpu", "onnxruntime", 2, IMGSZ)
+    a, b = LatencyPredictor(target, warm_dir, QUICK), LatencyPredictor(other, warm_dir, QUICK)
+    assert a.path != b.path and a.table and not b.table
+
+
+def test_corrupted_or_foreign_cache_is_rebuilt_with_a_warning(warm_dir, tmp_path, target):
+    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    predictor.path.write_text('{"format": 1, "blocks": {')  # a write cut short
+    with pytest.warns(UserWarning, match="ignored"):
+        predictor = LatencyPredictor(target, tmp_path, QUICK)
+    assert predictor.table == {}
+    assert predictor.predict(SMALL) > 0 and predictor.measured > 0
+    assert json.loads(predictor.path.read_text())["format"] == predictor_module.FORMAT
+
+    copy_cache(warm_dir, tmp_path, target)  # a table of another format version
+    data = json.loads(predictor.path.read_text())
+    predictor.path.write_text(json.dumps(dict(data, format=-1)))
+    with pytest.warns(UserWarning, match="another format"):
+        assert LatencyPredictor(target, tmp_path, QUICK).table == {}
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+def test_calibration_is_applied_and_saved(warm_dir, tmp_path, target):
+    copy_cache(warm_dir, tmp_path, target)
+    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    assert not predictor.calibrated
+    raw = [predictor.predict(SMALL), predictor.predict(LARGE)]  # uncalibrated: the block sums
+    assert raw == [predictor.block_sum(SMALL), predictor.block_sum(LARGE)]
+
+    fit = predictor.calibrate([SMALL, LARGE], [2 * raw[0] + 0.5, 2 * raw[1] + 0.5])
+    assert predictor.calibrated and fit.n == 2
+    assert fit.a == pytest.approx(2) and fit.b == pytest.approx(0.5) and fit.error < 1e-9
+    assert predictor.predict(SMALL) == pytest.approx(2 * raw[0] + 0.5)
+
+    reloaded = LatencyPredictor(target, tmp_path, QUICK)
+    assert reloaded.calibration == fit and reloaded.predict(LARGE) == pytest.approx(2 * raw[1] + 0.5)
+    assert reloaded.measured == 0
+
+
+def test_fit_calibration_minimises_relative_error():
+    fit = fit_calibration([1.0, 2.0, 4.0], [3.0, 5.0, 9.0])  # exactly 2 s + 1
+    assert (fit.a, fit.b) == (pytest.approx(2), pytest.approx(1)) and fit.worst < 1e-9
+    single = fit_calibration([4.0], [6.0])  # one point: a scale, no offset
+    assert (single.a, single.b, single.n) == (pytest.approx(1.5), 0.0, 1)
+    with pytest.raises(ValueError, match="as many"):
+        fit_calibration([1.0, 2.0], [1.0])
