@@ -106,6 +106,8 @@ class OptunaSearcher(Searcher):
         mAP = result.get("map", float("nan"))
         trial.set_user_attr("map", mAP)
         trial.set_user_attr("map50", result.get("map50", float("nan")))
+        if "train_s" in result:  # time inside the worker; wall_s - train_s is scheduling overhead
+            trial.set_user_attr("train_s", round(result["train_s"], 3))
         if trial_id in self.pruned:
             self.pruned.discard(trial_id)
             trial.set_user_attr("epochs_run", int(result.get("epoch", 0)))
