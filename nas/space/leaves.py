@@ -8,7 +8,6 @@ can take is checked when it is parsed, so a search never meets a value the model
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 

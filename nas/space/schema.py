@@ -75,7 +75,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "width": Key(int, **_positive(), doc="channels of the Detect branches"),
     },
 }
-ALLOWED_TOP = [*TOP_KEYS, "stages", *SECTIONS]
+ALLOWED_TOP = ["description", "imgsz", "stem", "stages", "last", *SECTIONS]
 
 
 @dataclass
@@ -119,7 +119,10 @@ def _parse_space(raw: Any) -> ParsedSpace:
     unknown = [k for k in raw if k not in ALLOWED_TOP]
     if unknown:
         raise UserError(f"unknown key(s) {unknown}; allowed: {', '.join(ALLOWED_TOP)}")
-    top = _parse_mapping({k: v for k, v in raw.items() if k in TOP_KEYS}, TOP_KEYS, "")
+    # Keys are checked in the order they are written in (ALLOWED_TOP), so the first error reported
+    # is the first one in the file.
+    before = {k: key for k, key in TOP_KEYS.items() if k != "last"}
+    top = _parse_mapping({k: v for k, v in raw.items() if k in before}, before, "")
     description = top.pop("description").value
 
     stages_raw = raw.get("stages")
@@ -129,6 +132,7 @@ def _parse_space(raw: Any) -> ParsedSpace:
     for i, (st, st_raw) in enumerate(zip(stages, stages_raw)):
         _check_conditionals(st, st_raw, f"stages[{i}]")
     _check_strides(stages)
+    top.update(_parse_mapping({k: v for k, v in raw.items() if k == "last"}, {"last": TOP_KEYS["last"]}, ""))
 
     sections = {}
     for name, keys in SECTIONS.items():
