@@ -18,6 +18,8 @@ COMMANDS = {
     "status": "nas.cli.status",
     "export": "nas.cli.export",
     "info": "nas.cli.info",
+    "train": "nas.cli.train",
+    "val": "nas.cli.val",
     "latency": "nas.cli.latency",
     "onnx": "nas.cli.onnx",
 }
