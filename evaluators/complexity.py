@@ -4,13 +4,14 @@ thop registers `total_ops` / `total_params` buffers and forward hooks on the mod
 does not remove all of them, so it only ever sees a throw-away copy here.
 
 Conventions:
-- `macs`: multiply-accumulates of one image (batch 1) as thop counts them (convs and linears;
-  conv bias not counted), except BatchNorm, counted as free: it folds into the preceding conv in
-  any deployed graph. This is what the GhostNet papers (and SPEC's reference table) call "MACs".
+- `macs`: multiply-accumulates of one image (batch 1) in convolutions and linear layers, conv bias
+  not counted. That is what the GhostNet papers (and SPEC's reference table, which these counts
+  match exactly) call "MACs". thop's extra counts for BatchNorm (folded into the preceding conv in
+  any deployed graph), pooling and upsampling are switched off so the figure has one meaning.
 - `flops` = 2 * `macs` (one multiply and one add), the figure most YOLO tools print as "FLOPs".
 - `params`: counted directly from `model.parameters()`, not from thop (which misses parameters that
   live outside its known layer types).
-Elementwise work (activations, attention gates, upsampling, additions) is not counted.
+Elementwise work (activations, attention gates, additions) is not counted.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import warnings
 
 import torch
 import torch.nn as nn
+
+
+# Layers thop would count that do no multiply-accumulates in the deployed graph.
+_NOT_MACS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Upsample, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
 def _profile(model: nn.Module, imgsz: int, deploy: bool, with_shapes: bool = False):
@@ -39,7 +44,7 @@ def _profile(model: nn.Module, imgsz: int, deploy: bool, with_shapes: bool = Fal
     if with_shapes:
         for name, layer in _top_layers(probe):
             layer.register_forward_hook(lambda m, i, out, name=name: shapes.__setitem__(name, _shape_of(out)))
-    free = {bn: zero_ops for bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)}
+    free = {layer: zero_ops for layer in _NOT_MACS}
     macs, _, tree = profile(probe, inputs=(x,), custom_ops=free, verbose=False, ret_layer_info=True)
     return probe, int(macs), tree, shapes
 
