@@ -73,7 +73,8 @@ def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10,
     """Train `model` in place on `data` and validate its EMA; see the module docstring for the loop.
 
     data / val: a dataset spec (train and val splits loaded at `imgsz`, default the model's) or
-        datasets; with a dataset as `data`, pass `val` too.
+        datasets; with a dataset as `data`, pass `val` too. `augment` applies to a spec's train split
+        (a dataset brings its own augmentation setting).
     optimizer: "sgd" (nesterov, `momentum`), "adamw" (betas (momentum, 0.999)) or "auto" (AdamW
         with Ultralytics' lr 0.002 * 5 / (4 + nc) and momentum 0.9 when the run has fewer than
         10k iterations, else SGD). lr default: 0.01 for SGD.
