@@ -11,30 +11,13 @@ from evaluators.complexity import complexity, per_layer
 from evaluators.latency import LatencyResult, Target, measure_latency, physical_cores, time_calls
 from nas.errors import UserError
 from nas.models import RepConv, build_model, reparameterize, save_arch
-from nas.models.zoo import pan_neck, stage_backbone
+
+from .helpers import tiny_arch
 
 IMGSZ = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Eager torch on a shared 2-core box: with 2 OpenMP threads every op waits for a descheduled
-    thread (15 ms per tiny conv under load). One thread keeps these tests fast; the timed code sets
-    its own thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
-
-def tiny_arch(branches: int = 2) -> dict:
-    """A real V3 detector, as small as the architecture allows: DFC, SE and re-param branches."""
-    stage = dict(depth=1, expansion=2, kernel=3, stride=2, se=0.0, ratio=2, dfc=0, branches=branches, scale=True)
-    stages = [dict(stage, width=8), dict(stage, width=16, dfc=5), dict(stage, width=24, se=0.25, kernel=5),
-              dict(stage, width=32)]
-    backbone, taps = stage_backbone(8, stages, 48)
-    head = pan_neck(taps, len(backbone), (16, 16, 16), 1, 16, branches=branches)
-    return {"nc": 3, "imgsz": IMGSZ, "backbone": backbone, "head": head}
 
 
 @pytest.fixture(scope="module")

@@ -9,51 +9,23 @@ import torch.nn as nn
 from evaluators.onnx_export import OnnxParityError, check_onnx, deploy_copy, export_onnx
 from nas.errors import UserError
 from nas.models import RepConv, build_model, save_arch
-from nas.models.zoo import pan_neck, stage_backbone
+
+from .helpers import randomize_bn, tiny_arch
 
 IMGSZ = 64
 NC = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Eager torch on a shared 2-core box: with 2 OpenMP threads every op waits for a descheduled
-    thread (15 ms per tiny conv under load). One thread keeps these tests fast; the timed code sets
-    its own thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def tiny_arch(branches: int = 2, width: int = 16) -> dict:
-    """A real V3 detector, as small as the architecture allows: DFC, SE and re-param branches."""
-    stage = dict(depth=1, expansion=2, kernel=3, stride=2, se=0.0, ratio=2, dfc=0, branches=branches, scale=True)
-    stages = [dict(stage, width=8), dict(stage, width=16, dfc=5), dict(stage, width=24, se=0.25, kernel=5),
-              dict(stage, width=32)]
-    backbone, taps = stage_backbone(8, stages, 48)
-    head = pan_neck(taps, len(backbone), (width, width, width), 1, width, branches=branches)
-    return {"nc": NC, "imgsz": IMGSZ, "backbone": backbone, "head": head}
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics, so that a wrong fusion cannot hide behind mean 0 / var 1."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                bn.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return randomize_bn(build_model(tiny_arch()))
+    return randomize_bn(build_model(tiny_arch(nc=NC)), spread=0.2)
 
 
 def _anchors(imgsz: int) -> int:
@@ -91,7 +63,7 @@ def test_export_raw_maps_to_a_file_at_another_size(model, tmp_path):
 
 
 def test_check_onnx_catches_a_graph_that_does_not_match(exported):
-    other = randomize_bn(build_model(tiny_arch()), seed=1)
+    other = randomize_bn(build_model(tiny_arch(nc=NC)), seed=1, spread=0.2)
     with pytest.raises(OnnxParityError, match="differs"):
         check_onnx(other, exported, IMGSZ)
 
@@ -109,7 +81,7 @@ def _cli(argv):
 @pytest.fixture
 def arch_file(tmp_path):
     path = tmp_path / "tiny.yaml"
-    save_arch(tiny_arch(), path)
+    save_arch(tiny_arch(nc=NC), path)
     return path
 
 
@@ -138,10 +110,10 @@ def test_load_weights_accepts_a_checkpoint_dict(arch_file, tmp_path):
     (lambda p: p.write_text("not a torch file"), "cannot read weights"),
     (lambda p: torch.save([torch.zeros(1)], p), "not a state dict"),
     (lambda p: torch.save(nn.Linear(2, 2), p), "cannot read weights"),  # pickled module: weights_only refuses
-    (lambda p: torch.save(build_model(tiny_arch(width=24)).state_dict(), p), r"wrong shape \d+ \("),
-    (lambda p: torch.save({"extra.weight": torch.zeros(1), **build_model(tiny_arch()).state_dict()}, p),
+    (lambda p: torch.save(build_model(tiny_arch(width=24, nc=NC)).state_dict(), p), r"wrong shape \d+ \("),
+    (lambda p: torch.save({"extra.weight": torch.zeros(1), **build_model(tiny_arch(nc=NC)).state_dict()}, p),
      r"unexpected 1 \(extra.weight\)"),
-    (lambda p: torch.save(dict(list(build_model(tiny_arch()).state_dict().items())[1:]), p), r"missing 1 \("),
+    (lambda p: torch.save(dict(list(build_model(tiny_arch(nc=NC)).state_dict().items())[1:]), p), r"missing 1 \("),
 ])
 def test_cli_onnx_weights_errors_are_one_clear_line(arch_file, tmp_path, make, message):
     weights = tmp_path / "w.pt"

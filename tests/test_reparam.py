@@ -5,17 +5,7 @@ import torch.nn as nn
 
 from nas.models import GhostBottleneck, RepConv, build_model, ghostnet_trunk, reparameterize
 
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
-    return model.eval()
+from .helpers import randomize_bn
 
 
 def max_fused_diff(model: nn.Module, x: torch.Tensor) -> float:
@@ -32,7 +22,7 @@ def max_fused_diff(model: nn.Module, x: torch.Tensor) -> float:
 @pytest.mark.parametrize("ratio, dfc", [(2, 0), (3, 5)])
 def test_bottleneck_fusion_is_exact(branches, scale, stride, ratio, dfc):
     torch.manual_seed(branches * 10 + stride)
-    m = randomize_bn(GhostBottleneck(16, 32, 16 if stride == 1 else 24, 5, stride, 0.25, ratio, dfc, branches, scale))
+    m = randomize_bn(GhostBottleneck(16, 32, 16 if stride == 1 else 24, 5, stride, 0.25, ratio, dfc, branches, scale)).eval()
     assert max_fused_diff(m, torch.randn(2, 16, 19, 22)) < 1e-4
     assert not any(isinstance(x, RepConv) and x.fused is None for x in m.modules())
 
@@ -40,7 +30,7 @@ def test_bottleneck_fusion_is_exact(branches, scale, stride, ratio, dfc):
 @pytest.mark.parametrize("k, stride, groups, identity", [(3, 1, 8, True), (3, 2, 8, False), (1, 1, 1, False),
                                                           (5, 1, 4, True), (3, 1, 1, True)])
 def test_repconv_fusion_is_exact(k, stride, groups, identity):
-    m = randomize_bn(RepConv(8, 8, k, stride, groups, branches=3, scale=True, identity=identity), seed=k)
+    m = randomize_bn(RepConv(8, 8, k, stride, groups, branches=3, scale=True, identity=identity), seed=k).eval()
     assert (m.skip is not None) == (identity and stride == 1)
     assert max_fused_diff(m, torch.randn(1, 8, 15, 15)) < 1e-5
     assert isinstance(m.fused, nn.Conv2d) and m.fused.bias is not None
@@ -54,7 +44,7 @@ def test_repconv_channel_multiplier_has_no_identity():
 
 def test_trunk_fusion_is_exact_in_float32():
     torch.manual_seed(0)
-    trunk = randomize_bn(ghostnet_trunk(3, 0.5))
+    trunk = randomize_bn(ghostnet_trunk(3, 0.5)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         before = trunk(x)
@@ -67,7 +57,7 @@ def test_fusion_is_exact_up_to_rounding(source):
     # float64 separates "fusion is exact" from float32 rounding, which grows with depth.
     torch.manual_seed(1)
     model = ghostnet_trunk(3, 0.5) if source == "trunk" else build_model(source)
-    model = randomize_bn(model.double(), seed=1)
+    model = randomize_bn(model.double(), seed=1).eval()
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         before = model(x)

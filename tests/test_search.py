@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from nas.cli import main
 from nas.models import build_model, dump_arch, load_arch
-from nas.search.config import Fidelity, SearchConfig
+from nas.search.config import SearchConfig
 from nas.search.searcher import OptunaSearcher, PruneStopper
 from nas.search.study import recover_interrupted
 from ray.tune.search import Searcher

@@ -11,28 +11,10 @@ import torch
 import evaluators.train as trainer
 from evaluators.data import load_dataset
 from evaluators.train import NonFiniteLoss, Stop, build_optimizer, train, warmup_cosine
-from nas import cli
 from nas.errors import UserError
 from nas.models import build_model, pan_neck, save_arch, stage_backbone
 
 TINY_DATA = "synthetic:n=8,val=4,nc=2,size=64,objects=3"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is small and shared: one thread avoids oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def nas_main(monkeypatch):
-    """`nas` with train and val registered, whether or not the CLI lists them yet."""
-    monkeypatch.setitem(cli.COMMANDS, "train", "nas.cli.train")
-    monkeypatch.setitem(cli.COMMANDS, "val", "nas.cli.val")
-    return cli.main
 
 
 def tiny_arch(nc: int = 2, imgsz: int = 64) -> dict:

@@ -12,23 +12,7 @@ from torch import nn
 
 from evaluators.data import load_dataset, make_loader
 from evaluators.validate import evaluate
-from nas import cli
 from nas.models import pan_neck, save_arch, stage_backbone
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def nas_main(monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, "train", "nas.cli.train")
-    monkeypatch.setitem(cli.COMMANDS, "val", "nas.cli.val")
-    return cli.main
 
 
 def tiny_arch(nc: int = 2, imgsz: int = 64, neck: int = 32) -> dict:

@@ -24,7 +24,7 @@ import yaml
 
 from nas.errors import UserError
 
-from .registry import REGISTRY, REQUIRED, Spec
+from .registry import REQUIRED, Spec
 
 SECTIONS = ("backbone", "head")
 TOP_KEYS = {"nc", "imgsz", "backbone", "head", "meta"}
