@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     fid.add_argument("--imgsz", type=int, default=None, help="training size (default: the space's input size)")
     fid.add_argument("--batch", type=int, default=16)
     fid.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    fid.add_argument("--lr", type=float, default=None)
+    fid.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate of proxy runs (default 0.01)")
     lat = p.add_argument_group("latency target")
     lat.add_argument("--latency", choices=("predicted", "measured"), default="predicted",
                      help="per-block predictor (default) or a whole-model measurement per candidate")
