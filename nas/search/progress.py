@@ -79,20 +79,20 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
         feasible = is_feasible(t)
         return (not feasible, t.state != TrialState.COMPLETE, -(t.values[0] if t.values else -1), t.number)
 
-    table = Table(title_justify="left")
-    for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"),
-                      ("latency ms", "right"), ("params", "right"), ("GFLOPs", "right"), ("epochs", "right"),
-                      ("wall s", "right"), ("note", "left")):
-        table.add_column(col, justify=just)
+    table = Table(title_justify="left", pad_edge=False)
+    for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"), ("ms", "right"),
+                      ("params", "right"), ("GFLOPs", "right"), ("ep", "right"), ("s", "right"),
+                      ("note", "left")):
+        table.add_column(col, justify=just, no_wrap=col != "note")
     for t in sorted(trials, key=rank)[:limit]:
         a = t.user_attrs
         state = t.state.name.lower()
         if t.state == TrialState.COMPLETE:
-            state = "feasible" if is_feasible(t) else "over budget"
+            state = "feasible" if is_feasible(t) else "over"
         table.add_row(str(t.number), state, _f(a.get("map") if t.state != TrialState.COMPLETE else t.values[0], 4),
                       _f(a.get("map50"), 4), _f(a.get("latency_ms"), 2),
-                      f"{a['params']:,}" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),
-                      str(a.get("epochs_run", "")), _f(a.get("wall_s"), 1),
+                      f"{a['params'] / 1e6:.2f}M" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),
+                      str(a.get("epochs_run", "")), _f(a.get("wall_s"), 0),
                       a.get("fail_reason", "")[:60] or (f"re-run of #{a['rerun_of']}" if "rerun_of" in a else ""))
     return table
 
