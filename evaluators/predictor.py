@@ -10,9 +10,8 @@ The table lives in `<cache_dir>/latency-<target.key()>.json` (the study folder, 
 shared by several studies on the same target); blocks unknown to it are measured lazily.
 
     predictor = LatencyPredictor(Target.resolve(imgsz=320), "studies/my-study")
-    predictor.warm(calibration_archs)                       # optional: measure all their blocks now
-    predictor.calibrate(calibration_archs, [measure_latency(build_model(a), 320).median_ms ...])
-    predictor.predict(arch)                                 # ms, well under a millisecond once known
+    predictor.calibrate(some_archs)          # measures their blocks and the whole models (seconds each)
+    predictor.predict(arch)                  # ms; well under a millisecond once its blocks are known
 
 A block is a row of the architecture; a row of n chained copies (a stage of depth n) is its first
 copy plus n - 1 times its repeat copy, so stages of every depth share the same few entries.
@@ -30,23 +29,27 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from nas.models.arch import load_arch
-from nas.models.graph import plan
+from nas.models.graph import build_model, plan
 from nas.models.registry import REGISTRY
 
-from .latency import Target, time_calls
+from .latency import Target, measure_latency, time_calls
 from .onnx_export import DEFAULT_OPSET, deploy_copy, ort_session
 
 FORMAT = 1  # bump when keys or timings change meaning: older tables are then rebuilt
 
-# Per-block timing: blocks take 0.01 .. 2 ms, so a fraction of a second gives hundreds of runs;
-# the median ignores the preemptions a busy machine adds.
-BLOCK_TIMING = dict(warmup=10, runs=30, min_time_s=0.25, max_runs=1000)
+# Per-block timing. Blocks take 0.01 .. 20 ms, and on a shared machine another process can slow
+# everything down for a second at a time: a median over one window can then be 2-3x too high.
+# So all blocks of a batch are timed in turn, in `rounds` short bursts spread over time, and a
+# block keeps the smallest of its burst medians (noise only ever adds time).
+BLOCK_TIMING = dict(rounds=5, warmup=5, runs=10, min_time_s=0.02)
+BATCH = 32  # blocks with a live session at once
 
 # Args with no effect on the deploy graph: branches and their scale branch fuse into one conv.
 _DEPLOY_NEUTRAL = {"branches": 0, "scale": True}
@@ -121,9 +124,8 @@ def build_block(key: str) -> tuple[nn.Module, list[torch.Tensor]]:
     return module.eval(), inputs
 
 
-def time_block(key: str, target: Target, timing: dict | None = None) -> float:
-    """Median latency (ms) of one block alone on `target`."""
-    timing = timing or BLOCK_TIMING
+def block_runner(key: str, target: Target) -> Callable[[], object]:
+    """A call that runs the block once on `target` (its deploy graph; in onnxruntime: exported alone)."""
     module, inputs = build_block(key)
     if target.backend == "onnxruntime":
         buffer = io.BytesIO()
@@ -135,18 +137,33 @@ def time_block(key: str, target: Target, timing: dict | None = None) -> float:
         providers = ["CUDAExecutionProvider"] if target.device == "cuda" else ["CPUExecutionProvider"]
         session = ort_session(buffer.getvalue(), target.threads, providers)
         feed = {n: x.numpy() for n, x in zip(names, inputs)}
-        times = time_calls(lambda: session.run(None, feed), **timing)
-    else:
-        module, inputs = module.to(target.device), [x.to(target.device) for x in inputs]
-        sync = torch.cuda.synchronize if target.device == "cuda" else (lambda: None)
-        previous = torch.get_num_threads()
+        return lambda: session.run(None, feed)
+    module, inputs = module.to(target.device), [x.to(target.device) for x in inputs]
+
+    def run():
+        with torch.inference_mode():
+            return module(*inputs)
+    return run
+
+
+def time_blocks(keys: list[str], target: Target, rounds: int = 5, warmup: int = 5, runs: int = 10,
+                min_time_s: float = 0.02) -> dict[str, float]:
+    """Latency (ms) of each block alone on `target`: the smallest median of `rounds` interleaved
+    bursts of at least `runs` calls and `min_time_s` seconds each."""
+    sync = torch.cuda.synchronize if target.device == "cuda" else (lambda: None)
+    previous = torch.get_num_threads()
+    if target.backend == "torch":
         torch.set_num_threads(target.threads)
-        try:
-            with torch.inference_mode():
-                times = time_calls(lambda: module(*inputs), sync=sync, **timing)
-        finally:
-            torch.set_num_threads(previous)
-    return float(np.median(times))
+    try:
+        runners = {key: block_runner(key, target) for key in keys}
+        best = dict.fromkeys(keys, float("inf"))
+        for r in range(max(1, rounds)):
+            for key, run in runners.items():
+                times = time_calls(run, warmup if r == 0 else 1, runs, min_time_s, max_runs=1000, sync=sync)
+                best[key] = min(best[key], float(np.median(times)))
+        return best
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit_calibration(block_sums, measured_ms) -> Calibration:
@@ -216,10 +233,18 @@ class LatencyPredictor:
         self._measure(list(missing))
         return len(missing)
 
-    def calibrate(self, archs, measured_ms) -> Calibration:
-        """Fit `a * block_sum + b` to whole-model latencies measured on this target; saved with the table."""
+    def measure(self, arch: dict, **timing) -> float:
+        """Measured latency (ms, median) of the whole detector on this target (`timing`: see measure_latency)."""
+        t = self.target
+        return measure_latency(build_model(arch), t.imgsz, t.device, t.backend, t.threads, **timing).median_ms
+
+    def calibrate(self, archs, measured_ms=None) -> Calibration:
+        """Fit `a * block_sum + b` to whole-model latencies on this target (measured here when not
+        given); the fit is saved with the table. About 15-20 architectures spanning the space suffice."""
         archs = list(archs)
         self.warm(archs)
+        if measured_ms is None:
+            measured_ms = [self.measure(a) for a in archs]
         self.calibration = fit_calibration([self.block_sum(a) for a in archs], list(measured_ms))
         self._save()
         return self.calibration
@@ -230,11 +255,12 @@ class LatencyPredictor:
         if not keys:
             return
         start = time.perf_counter()
-        for key in dict.fromkeys(keys):
-            self.table[key] = time_block(key, self.target, self.timing)
-            self.measured += 1
+        keys = list(dict.fromkeys(keys))
+        for i in range(0, len(keys), BATCH):
+            self.table.update(time_blocks(keys[i:i + BATCH], self.target, **self.timing))
+            self.measured += len(keys[i:i + BATCH])
+            self._save()
         self.measure_seconds += time.perf_counter() - start
-        self._save()
 
     def _read(self, quiet: bool = False) -> dict | None:
         """The cache file's content, or None when missing, unreadable, of another format or target."""

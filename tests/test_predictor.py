@@ -4,13 +4,12 @@ import json
 import pytest
 
 import evaluators.predictor as predictor_module
-from evaluators.latency import Target, measure_latency
+from evaluators.latency import Target
 from evaluators.predictor import LatencyPredictor, arch_blocks, fit_calibration
-from nas.models import build_model
 from nas.models.zoo import pan_neck, stage_backbone
 
 IMGSZ = 64
-QUICK = dict(warmup=2, runs=5, min_time_s=0.0, max_runs=5)
+QUICK = dict(rounds=1, warmup=2, runs=5, min_time_s=0.0)
 
 
 def plain_arch(width: int, head_width: int) -> dict:
@@ -74,8 +73,7 @@ def test_reparameterization_branches_share_the_deploy_blocks():
 def test_ranks_a_small_and_a_much_larger_detector_like_measurement(warm_dir, target):
     predictor = LatencyPredictor(target, warm_dir, QUICK)
     small, large = predictor.predict(SMALL), predictor.predict(LARGE)
-    measured = [measure_latency(build_model(a), IMGSZ, threads=1, warmup=3, runs=20, min_time_s=0.1).median_ms
-                for a in (SMALL, LARGE)]
+    measured = [predictor.measure(a, warmup=3, runs=20, min_time_s=0.1) for a in (SMALL, LARGE)]
     assert measured[0] < measured[1]
     assert 0 < small < large
 
@@ -84,7 +82,7 @@ def test_cache_is_written_and_reused_without_measuring(tmp_path, target):
     first = LatencyPredictor(target, tmp_path, QUICK)
     assert not first.path.exists() and first.path.parent == tmp_path
     expected = first.predict(ghost_arch(depth=2))
-    assert first.measured == len(set(k for k, _ in arch_blocks(ghost_arch(depth=2), IMGSZ)))
+    assert first.measured == len({k for k, _ in arch_blocks(ghost_arch(depth=2), IMGSZ)})
     assert first.path.name == f"latency-{target.key()}.json" and first.path.exists()
 
     second = LatencyPredictor(target, tmp_path, QUICK)
@@ -100,7 +98,7 @@ def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, m
     def refuse(*args, **kwargs):
         raise AssertionError("a block was measured")
 
-    monkeypatch.setattr(predictor_module, "time_block", refuse)
+    monkeypatch.setattr(predictor_module, "block_runner", refuse)
     assert predictor.predict(SMALL) > 0 and predictor.predict(LARGE) > 0
     assert predictor.measured == 0
 
@@ -144,6 +142,15 @@ def test_calibration_is_applied_and_saved(warm_dir, tmp_path, target):
     reloaded = LatencyPredictor(target, tmp_path, QUICK)
     assert reloaded.calibration == fit and reloaded.predict(LARGE) == pytest.approx(2 * raw[1] + 0.5)
     assert reloaded.measured == 0
+
+
+def test_calibrate_measures_the_whole_models_when_not_given_them(warm_dir, tmp_path, target, monkeypatch):
+    copy_cache(warm_dir, tmp_path, target)
+    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    measured = []
+    monkeypatch.setattr(predictor, "measure", lambda arch: measured.append(arch) or 3 * predictor.block_sum(arch))
+    fit = predictor.calibrate([SMALL, LARGE])
+    assert measured == [SMALL, LARGE] and fit.a == pytest.approx(3) and fit.b == pytest.approx(0, abs=1e-9)
 
 
 def test_fit_calibration_minimises_relative_error():
