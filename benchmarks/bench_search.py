@@ -37,7 +37,7 @@ def run_one(args, sampler: str, seed: int) -> dict:
     cfg = SearchConfig(space=args.space, budget_ms=parse_budget(args.budget), study=name,
                        storage=f"sqlite:///{Path(args.studies).resolve() / name / 'study.db'}", trials=args.trials,
                        sampler=sampler, seed=seed, workers=args.workers, cpus_per_trial=args.cpus_per_trial,
-                       latency_threads=args.threads,
+                       latency_threads=args.threads, latency_cache=str(Path(args.studies) / "latency-cache"),
                        fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                                          seed=seed))
     start = time.perf_counter()

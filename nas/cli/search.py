@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     lat.add_argument("--latency-backend", choices=("onnxruntime", "torch"), default=None,
                      help="default: onnxruntime on cpu, torch on cuda")
     lat.add_argument("--latency-threads", type=int, default=None, help="default: all physical cores")
+    lat.add_argument("--latency-cache", metavar="DIR", default=None,
+                     help="where the per-target block tables live (default: the study folder); share one "
+                          "folder between studies to measure each block once")
     p.set_defaults(run=run)
 
     r = sub.add_parser("resume", help="continue an interrupted search",
@@ -76,7 +79,7 @@ def run(args) -> int:
         sampler=args.sampler or ("nsga2" if args.objective == "pareto" else "tpe"), seed=args.seed,
         prune=args.prune, workers=args.workers, cpus_per_trial=cpus, gpus_per_trial=args.gpus_per_trial,
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
-        latency_threads=args.latency_threads, latency_device=args.latency_device,
+        latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,
         fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                           device=args.device, lr=args.lr, seed=args.seed))
     if cfg.fidelity.device == "cuda" and cfg.gpus_per_trial <= 0:

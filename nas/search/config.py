@@ -46,6 +46,7 @@ class SearchConfig:
     latency_backend: str | None = None  # onnxruntime on CPU by default
     latency_threads: int | None = None
     latency_device: str = "cpu"
+    latency_cache: str | None = None  # folder of the per-target block tables (default: the study folder)
     max_failures: int = 5            # consecutive failed trials that stop the search
     fidelity: Fidelity = field(default_factory=Fidelity)
 

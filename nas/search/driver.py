@@ -93,7 +93,7 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
             console.print(trials_table(study, limit=10))
             return 0
         oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
-                               cfg.folder, space, nc, cfg.seed or 0, log=console.print)
+                               Path(cfg.latency_cache or cfg.folder), space, nc, cfg.seed or 0, log=console.print)
         return _run_with_ray(cfg, study, space, nc, oracle, console)
 
 
