@@ -212,3 +212,27 @@ def test_bad_space_file_and_unknown_study(tmp_path, monkeypatch, capsys):
     assert main(["status", "nothing-here"]) == 2
     assert main(["export", "nothing-here", "-o", "x.yaml"]) == 2
     assert main(["resume", "nothing-here"]) == 2
+
+
+def test_pruner_judges_only_against_trials_that_reported_a_curve():
+    from nas.search.driver import make_pruner
+
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="unit", storage="")
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+    for _ in range(5):  # over-budget candidates: COMPLETE, but never trained
+        study.tell(study.ask(), 0.0)
+    for value in (0.1, 0.2):
+        t = study.ask()
+        t.report(value, 1), t.report(value, 2)
+        study.tell(t, value)
+    poor = study.ask()
+    poor.report(0.0, 1), poor.report(0.0, 2)
+    assert not poor.should_prune()  # two curves are too few to judge
+    t = study.ask()
+    t.report(0.3, 1), t.report(0.3, 2)
+    study.tell(t, 0.3)
+    poor = study.ask()
+    poor.report(0.0, 1)
+    assert not poor.should_prune()  # warm-up: the first epoch is never judged
+    poor.report(0.0, 2)
+    assert poor.should_prune()

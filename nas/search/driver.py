@@ -37,7 +37,9 @@ def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     if not cfg.prune or cfg.fidelity.epochs < 2:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    # n_min_trials, not n_startup_trials: over-budget candidates are COMPLETE too, but they report no
+    # learning curve, so only trials that reported at a step may set its median.
+    return optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=1, n_min_trials=3)
 
 
 def data_classes(spec: str) -> int:
