@@ -39,7 +39,7 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     # n_min_trials, not n_startup_trials: over-budget candidates are COMPLETE too, but they report no
     # learning curve, so only trials that reported at a step may set its median.
-    return optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=1, n_min_trials=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=2, n_min_trials=3)  # steps: 1-based epochs
 
 
 def data_classes(spec: str) -> int:
