@@ -146,6 +146,11 @@ def test_tight_budget_trains_nothing(tmp_path, monkeypatch, ray_cluster, capsys)
     capsys.readouterr()
     assert main(["export", "tiny_space-1us", "-o", "best.yaml"]) == 2
     assert "no feasible trial" in capsys.readouterr().err
+    # nas resume restores the stored settings (budget, space, fidelity); --trials raises the target
+    assert main(["resume", "tiny_space-1us", "--trials", "5"]) == 0
+    study = optuna.load_study(study_name="tiny_space-1us", storage=storage("tiny_space-1us"))
+    assert len(study.trials) == 5 and not any(t.user_attrs["trained"] for t in study.trials)
+    assert {t.user_attrs["budget_ms"] for t in study.trials} == {0.001}
 
 
 def test_resume_after_sigkill_reaches_the_target_exactly(tmp_path):

@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
     r.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY/study.db)")
     r.add_argument("--trials", type=int, help="new total target (default: the study's)")
     r.add_argument("--workers", type=int, help="concurrent trials (default: the study's)")
-    r.add_argument("--address", help="join an existing Ray cluster")
+    r.add_argument("--address", help="join an existing Ray cluster (default: a local one, whatever the study used)")
     r.set_defaults(run=run_resume)
 
 
@@ -100,7 +100,8 @@ def run_resume(args) -> int:
         raise UserError(f"study {args.study!r} was not created by nas search (no stored configuration)")
     cfg = SearchConfig.from_dict(stored)
     cfg.storage = storage
-    for flag in ("trials", "workers", "address"):
+    cfg.address = args.address  # where to run is this invocation's choice: a stored cluster may be gone
+    for flag in ("trials", "workers"):
         if getattr(args, flag) is not None:
             setattr(cfg, flag, getattr(args, flag))
     return run_search(cfg)
