@@ -49,6 +49,8 @@ class Progress:
     def __exit__(self, *exc):
         self.update()
         self.live.__exit__(*exc)
+        if not self.console.is_terminal:
+            self.console.line()  # piped output: end the status line before the summary table
 
     def update(self) -> None:
         from .study import best_feasible
