@@ -39,7 +39,7 @@ def run_one(args, sampler: str, seed: int) -> dict:
                        sampler=sampler, seed=seed, workers=args.workers, cpus_per_trial=args.cpus_per_trial,
                        latency_threads=args.threads, latency_cache=str(Path(args.studies) / "latency-cache"),
                        fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                                         seed=seed))
+                                         lr=args.lr, seed=seed))
     start = time.perf_counter()
     run_search(cfg)
     wall = time.perf_counter() - start
@@ -81,8 +81,9 @@ def baseline(args) -> dict:
         return {"width": None, "note": "even width 0.25 is over budget"}
     width, arch, ms = chosen
     torch.manual_seed(0)
+    torch.set_num_threads(max(1, int(args.cpus_per_trial)))  # as a search trial would
     result = train(build_model(arch), data=args.data, epochs=args.epochs, imgsz=args.imgsz or imgsz,
-                   batch=args.batch, seed=0)
+                   batch=args.batch, lr=args.lr, seed=0)
     return {"width": width, "latency_ms": ms, "map": result.final["map"], "map50": result.final["map50"]}
 
 
@@ -92,11 +93,12 @@ def main() -> None:
     p.add_argument("--budget", default="15ms")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--samplers", nargs="+", default=["tpe", "random"])
+    p.add_argument("--samplers", nargs="*", default=["tpe", "random"], help="none: the baseline only")
     p.add_argument("--data", default="synthetic")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.01, help="proxy learning rate, searches and baseline alike")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cpus-per-trial", type=float, default=2)
     p.add_argument("--threads", type=int, default=None, help="latency threads (default: all physical cores)")
