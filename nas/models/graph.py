@@ -95,6 +95,7 @@ class LayerGraph(nn.Module):
         for layer in layers:
             module = REGISTRY[layer.name].build(layer.c_ins, layer.repeats, layer.args)
             module.i, module.f, module.type, module.args = layer.i, layer.sources, layer.name, layer.args
+            module.multi_input = REGISTRY[layer.name].multi_input  # looked up once, not per forward
             self.layers.append(module)
         self.outputs = outputs or [layers[-1].i]
         self.keep = {s for layer in layers for s in layer.sources} | set(self.outputs)
@@ -103,7 +104,7 @@ class LayerGraph(nn.Module):
         saved: dict[int, torch.Tensor] = {-1: x}
         for m in self.layers:
             inputs = [saved[s] for s in m.f]
-            x = m(inputs if REGISTRY[m.type].multi_input else inputs[0])
+            x = m(inputs if m.multi_input else inputs[0])
             if m.i in self.keep:
                 saved[m.i] = x
         outs = [saved[i] for i in self.outputs]

@@ -49,13 +49,13 @@ def _odd(v) -> bool:
     return v > 0 and v % 2 == 1
 
 
-def _chain(make: Callable[[int, int, dict], nn.Module]):
+def _chain(make: Callable[[int, bool, dict], nn.Module]):
     """n copies in sequence: the first maps c_in -> c_out with the row's stride, the rest keep shape."""
     def build(c_ins, n, a):
-        first = make(c_ins[0], 1, a)
+        first = make(c_ins[0], True, a)
         if n == 1:
             return first
-        rest = [make(a["c_out"], 0, a) for _ in range(n - 1)]
+        rest = [make(a["c_out"], False, a) for _ in range(n - 1)]
         return nn.Sequential(first, *rest)
     return build
 
