@@ -121,7 +121,8 @@ def main() -> None:
         "measured_ms": {"min": float(m.min()), "median": float(np.median(m)), "max": float(m.max())},
         f"share_under_{args.budget:g}ms": float(np.mean(m <= args.budget)),
         f"share_under_{args.budget:g}ms_predicted": float(np.mean(p <= args.budget)),
-        "pairs": [{"predicted_ms": float(a), "measured_ms": float(b)} for a, b in zip(p, m)],
+        "pairs": [{"predicted_ms": float(a), "measured_ms": float(b), "passes_ms": [float(x) for x in ms]}
+                  for a, b, ms in zip(p, m, np.array(passes)[:, len(calibration):].T)],
     }
 
     table = Table(title=f"latency predictor, {args.n} random architectures ({target.key()})")

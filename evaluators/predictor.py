@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -42,14 +43,12 @@ from nas.models.registry import REGISTRY
 from .latency import Target, measure_latency, time_calls
 from .onnx_export import DEFAULT_OPSET, deploy_copy, ort_session
 
-FORMAT = 1  # bump when keys or timings change meaning: older tables are then rebuilt
+FORMAT = 2  # bump when keys or timings change meaning: older tables are then rebuilt
 
-# Per-block timing. Blocks take 0.01 .. 20 ms, and on a shared machine another process can slow
-# everything down for a second at a time: a median over one window can then be 2-3x too high.
-# So all blocks of a batch are timed in turn, in `rounds` short bursts spread over time, and a
-# block keeps the smallest of its burst medians (noise only ever adds time).
-BLOCK_TIMING = dict(rounds=5, warmup=5, runs=10, min_time_s=0.02)
-BATCH = 32  # blocks with a live session at once
+# Per-block timing. Blocks take 0.01 .. 20 ms, and another process can slow everything down for
+# a while: a block keeps the smallest of its `rounds` burst medians (noise only ever adds time).
+BLOCK_TIMING = dict(rounds=3, warmup=5, runs=10, min_time_s=0.02)
+BATCH = 32  # blocks timed between two saves of the table
 
 # Args with no effect on the deploy graph: branches and their scale branch fuse into one conv.
 _DEPLOY_NEUTRAL = {"branches": 0, "scale": True}
@@ -124,8 +123,9 @@ def build_block(key: str) -> tuple[nn.Module, list[torch.Tensor]]:
     return module.eval(), inputs
 
 
-def block_runner(key: str, target: Target) -> Callable[[], object]:
-    """A call that runs the block once on `target` (its deploy graph; in onnxruntime: exported alone)."""
+def block_runner(key: str, target: Target) -> Callable[[], Callable[[], object]]:
+    """A factory of calls that run the block once on `target` (its deploy graph). In onnxruntime the
+    block is exported alone, once, and each factory call opens a fresh session on it."""
     module, inputs = build_block(key)
     if target.backend == "onnxruntime":
         buffer = io.BytesIO()
@@ -135,35 +135,90 @@ def block_runner(key: str, target: Target) -> Callable[[], object]:
             torch.onnx.export(module, tuple(inputs), buffer, dynamo=False, opset_version=DEFAULT_OPSET,
                               do_constant_folding=True, input_names=names)
         providers = ["CUDAExecutionProvider"] if target.device == "cuda" else ["CPUExecutionProvider"]
-        session = ort_session(buffer.getvalue(), target.threads, providers)
         feed = {n: x.numpy() for n, x in zip(names, inputs)}
-        return lambda: session.run(None, feed)
+
+        def open_session():
+            session = ort_session(buffer.getvalue(), target.threads, providers)
+            return lambda: session.run(None, feed)
+        return open_session
     module, inputs = module.to(target.device), [x.to(target.device) for x in inputs]
 
     def run():
         with torch.inference_mode():
             return module(*inputs)
-    return run
+    return lambda: run
 
 
-def time_blocks(keys: list[str], target: Target, rounds: int = 5, warmup: int = 5, runs: int = 10,
+def time_blocks(keys: list[str], target: Target, rounds: int = 3, warmup: int = 5, runs: int = 10,
                 min_time_s: float = 0.02) -> dict[str, float]:
-    """Latency (ms) of each block alone on `target`: the smallest median of `rounds` interleaved
-    bursts of at least `runs` calls and `min_time_s` seconds each."""
+    """Latency (ms) of each block alone on `target`: the smallest median of `rounds` bursts of at
+    least `runs` calls and `min_time_s` seconds each.
+
+    The bursts of all blocks take turns, so that each block's bursts are spread over the seconds
+    the batch takes and a passing burst of other work on the machine spoils one of them, not all
+    (noise only ever adds time, hence the minimum). Each burst opens its own session and is the
+    only live one: after a run, an idle onnxruntime session's pool threads keep spinning, and with
+    another block's session alive they would take the cores of the block being timed (at 2 threads
+    on 2 cores that inflated block sums by 15-50%).
+    """
     sync = torch.cuda.synchronize if target.device == "cuda" else (lambda: None)
     previous = torch.get_num_threads()
     if target.backend == "torch":
         torch.set_num_threads(target.threads)
     try:
-        runners = {key: block_runner(key, target) for key in keys}
+        openers = {key: block_runner(key, target) for key in keys}
         best = dict.fromkeys(keys, float("inf"))
-        for r in range(max(1, rounds)):
-            for key, run in runners.items():
-                times = time_calls(run, warmup if r == 0 else 1, runs, min_time_s, max_runs=1000, sync=sync)
+        for _ in range(max(1, rounds)):
+            for key, open_runner in openers.items():
+                run = open_runner()
+                times = time_calls(run, warmup, runs, min_time_s, max_runs=1000, sync=sync)
                 best[key] = min(best[key], float(np.median(times)))
+                del run  # closes the session (joining its threads) before the next one opens
         return best
     finally:
         torch.set_num_threads(previous)
+
+
+# The canary: a fixed small block (3x3 conv 32 -> 32 at 40x40, about 0.1-0.3 ms) timed before and
+# after each batch of blocks and compared with the fastest it ever ran on the target (kept in the
+# table file). Minimum-of-bursts timing protects against short disturbances only; on a shared
+# machine another process can slow everything by 30-50% for minutes (one whole measurement pass
+# of the benchmark was), and the canary is how the table notices and waits instead of caching it.
+CANARY_KEY = block_key("ConvBNAct", {"c_out": 32, "k": 3, "stride": 1}, [32], [40], 1)
+CANARY_TOLERANCE = 0.10  # slower than its record by more than this: the machine is busy
+CANARY_MAX_WAIT_S = 30.0  # then give up waiting, time anyway and say so,
+CANARY_GIVE_UP_S = 600.0  # and do not wait again for this long (a machine that stays busy)
+
+
+class Canary:
+    """Is the machine as quiet as it has been? `record_ms`: the canary's best time so far."""
+
+    def __init__(self, target: Target, record_ms: float = float("inf")):
+        self.target, self.record_ms = target, record_ms
+        self._open = None
+
+    def time(self) -> float:
+        """The canary's latency now (ms): the smallest of 3 short burst medians."""
+        if self._open is None:
+            self._open = block_runner(CANARY_KEY, self.target)
+        run = self._open()
+        best = min(float(np.median(time_calls(run, 3, 10, 0.005))) for _ in range(3))
+        del run  # its session must not spin beside what is timed next
+        return best
+
+    def quiet(self) -> bool:
+        ms = self.time()
+        self.record_ms = min(self.record_ms, ms)
+        return ms <= self.record_ms * (1 + CANARY_TOLERANCE)
+
+    def wait(self, max_wait_s: float = CANARY_MAX_WAIT_S, poll_s: float = 2.0) -> bool:
+        """Return once the canary runs within tolerance of its record (True), or after `max_wait_s` (False)."""
+        deadline = time.monotonic() + max_wait_s
+        while not self.quiet():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+        return True
 
 
 def fit_calibration(block_sums, measured_ms) -> Calibration:
@@ -194,7 +249,8 @@ class LatencyPredictor:
     `measured` counts the blocks this instance timed (a warm cache leaves it at 0).
     """
 
-    def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None):
+    def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None,
+                 max_wait_s: float = CANARY_MAX_WAIT_S):
         self.target = target
         self.path = Path(cache_dir) / f"latency-{target.key()}.json"
         self.timing = dict(BLOCK_TIMING, **(timing or {}))
@@ -202,6 +258,8 @@ class LatencyPredictor:
         self.calibration = Calibration()
         self.measured = 0
         self.measure_seconds = 0.0  # time spent building the table in this instance
+        self.canary = Canary(target)
+        self.max_wait_s, self.busy_until = max_wait_s, 0.0
         self._load()
 
     @property
@@ -234,22 +292,42 @@ class LatencyPredictor:
         return len(missing)
 
     def measure(self, arch: dict, **timing) -> float:
-        """Measured latency (ms, median) of the whole detector on this target (`timing`: see measure_latency)."""
+        """Measured latency (ms, median) of the whole detector on this target, on a quiet machine when
+        it can be had (`timing`: see measure_latency)."""
+        self.wait_quiet()
         t = self.target
         return measure_latency(build_model(arch), t.imgsz, t.device, t.backend, t.threads, **timing).median_ms
 
-    def calibrate(self, archs, measured_ms=None) -> Calibration:
-        """Fit `a * block_sum + b` to whole-model latencies on this target (measured here when not
-        given); the fit is saved with the table. About 15-20 architectures spanning the space suffice."""
+    def calibrate(self, archs, measured_ms=None, passes: int = 2) -> Calibration:
+        """Fit `a * block_sum + b` to whole-model latencies on this target and save it with the table.
+        Without `measured_ms` they are measured here: `passes` passes over all the architectures,
+        each keeping its smallest median, so that a passing burst of other work on the machine does
+        not become part of every later prediction. About 10-20 architectures spanning the space suffice."""
         archs = list(archs)
         self.warm(archs)
         if measured_ms is None:
-            measured_ms = [self.measure(a) for a in archs]
+            measured_ms = np.min([[self.measure(a) for a in archs] for _ in range(max(1, passes))], axis=0)
         self.calibration = fit_calibration([self.block_sum(a) for a in archs], list(measured_ms))
         self._save()
         return self.calibration
 
     # -- the table on disk ----------------------------------------------------------------------
+
+    def wait_quiet(self) -> bool:
+        """Wait until the machine is as quiet as the table has seen it (True). A machine still busy
+        after `max_wait_s` is timed as it is (False; a warning says so) and not waited for again
+        for 10 minutes, so a machine that stays busy (a trial training beside the driver) costs
+        a search little."""
+        if self.max_wait_s <= 0 or time.monotonic() < self.busy_until:
+            return False
+        if self.canary.wait(self.max_wait_s):
+            return True
+        self.busy_until = time.monotonic() + CANARY_GIVE_UP_S
+        slower = self.canary.time() / self.canary.record_ms - 1
+        warnings.warn(f"the machine stays busy (a reference block runs {slower:.0%} slower than its best): "
+                      f"latencies measured in the next {CANARY_GIVE_UP_S / 60:.0f} minutes may be inflated",
+                      stacklevel=3)
+        return False
 
     def _measure(self, keys: list[str]) -> None:
         if not keys:
@@ -257,8 +335,14 @@ class LatencyPredictor:
         start = time.perf_counter()
         keys = list(dict.fromkeys(keys))
         for i in range(0, len(keys), BATCH):
-            self.table.update(time_blocks(keys[i:i + BATCH], self.target, **self.timing))
-            self.measured += len(keys[i:i + BATCH])
+            batch = keys[i:i + BATCH]
+            for _ in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
+                quiet = self.wait_quiet()
+                for k, ms in time_blocks(batch, self.target, **self.timing).items():
+                    self.table[k] = min(self.table.get(k, float("inf")), ms)
+                if not quiet or self.canary.quiet():
+                    break
+            self.measured += len(batch)
             self._save()
         self.measure_seconds += time.perf_counter() - start
 
@@ -284,6 +368,8 @@ class LatencyPredictor:
         if data is None:
             return
         self.table = {k: float(v) for k, v in data["blocks"].items()}
+        if data.get("canary_ms"):
+            self.canary.record_ms = float(data["canary_ms"])
         if data.get("calibration"):
             c = data["calibration"]
             self.calibration = Calibration(int(c["n"]), float(c["a"]), float(c["b"]),
@@ -296,8 +382,10 @@ class LatencyPredictor:
         if on_disk:
             for k, v in on_disk["blocks"].items():
                 self.table.setdefault(k, float(v))
+            self.canary.record_ms = min(self.canary.record_ms, float(on_disk.get("canary_ms") or "inf"))
         data = {"format": FORMAT, "target": self.target.to_dict(),
                 "calibration": self.calibration.to_dict() if self.calibrated else None,
+                "canary_ms": self.canary.record_ms if math.isfinite(self.canary.record_ms) else None,
                 "blocks": self.table}
         fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
         try:

@@ -39,7 +39,7 @@ def target():
 def warm_dir(tmp_path_factory, target):
     """A cache folder whose table already holds SMALL and LARGE (measured once for the module)."""
     folder = tmp_path_factory.mktemp("latency")
-    LatencyPredictor(target, folder, QUICK).warm([SMALL, LARGE])
+    LatencyPredictor(target, folder, QUICK, max_wait_s=0).warm([SMALL, LARGE])
     return folder
 
 
@@ -71,7 +71,7 @@ def test_reparameterization_branches_share_the_deploy_blocks():
 # --- prediction and the cache ---------------------------------------------------------------------
 
 def test_ranks_a_small_and_a_much_larger_detector_like_measurement(warm_dir, target):
-    predictor = LatencyPredictor(target, warm_dir, QUICK)
+    predictor = LatencyPredictor(target, warm_dir, QUICK, max_wait_s=0)
     small, large = predictor.predict(SMALL), predictor.predict(LARGE)
     measured = [predictor.measure(a, warmup=3, runs=20, min_time_s=0.1) for a in (SMALL, LARGE)]
     assert measured[0] < measured[1]
@@ -79,13 +79,13 @@ def test_ranks_a_small_and_a_much_larger_detector_like_measurement(warm_dir, tar
 
 
 def test_cache_is_written_and_reused_without_measuring(tmp_path, target):
-    first = LatencyPredictor(target, tmp_path, QUICK)
+    first = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     assert not first.path.exists() and first.path.parent == tmp_path
     expected = first.predict(ghost_arch(depth=2))
     assert first.measured == len({k for k, _ in arch_blocks(ghost_arch(depth=2), IMGSZ)})
     assert first.path.name == f"latency-{target.key()}.json" and first.path.exists()
 
-    second = LatencyPredictor(target, tmp_path, QUICK)
+    second = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     assert second.predict(ghost_arch(depth=2)) == expected
     assert second.measured == 0
     # A deeper stage only adds repeats of blocks already there; new branches fuse away.
@@ -93,7 +93,7 @@ def test_cache_is_written_and_reused_without_measuring(tmp_path, target):
 
 
 def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, monkeypatch):
-    predictor = LatencyPredictor(target, warm_dir, QUICK)
+    predictor = LatencyPredictor(target, warm_dir, QUICK, max_wait_s=0)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a block was measured")
@@ -105,15 +105,15 @@ def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, m
 
 def test_another_target_gets_its_own_table(warm_dir, target):
     other = Target.resolve("cpu", "onnxruntime", 2, IMGSZ)
-    a, b = LatencyPredictor(target, warm_dir, QUICK), LatencyPredictor(other, warm_dir, QUICK)
+    a, b = LatencyPredictor(target, warm_dir, QUICK, max_wait_s=0), LatencyPredictor(other, warm_dir, QUICK, max_wait_s=0)
     assert a.path != b.path and a.table and not b.table
 
 
 def test_corrupted_or_foreign_cache_is_rebuilt_with_a_warning(warm_dir, tmp_path, target):
-    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     predictor.path.write_text('{"format": 1, "blocks": {')  # a write cut short
     with pytest.warns(UserWarning, match="ignored"):
-        predictor = LatencyPredictor(target, tmp_path, QUICK)
+        predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     assert predictor.table == {}
     assert predictor.predict(SMALL) > 0 and predictor.measured > 0
     assert json.loads(predictor.path.read_text())["format"] == predictor_module.FORMAT
@@ -122,14 +122,14 @@ def test_corrupted_or_foreign_cache_is_rebuilt_with_a_warning(warm_dir, tmp_path
     data = json.loads(predictor.path.read_text())
     predictor.path.write_text(json.dumps(dict(data, format=-1)))
     with pytest.warns(UserWarning, match="another format"):
-        assert LatencyPredictor(target, tmp_path, QUICK).table == {}
+        assert LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0).table == {}
 
 
 # --- calibration ----------------------------------------------------------------------------------
 
 def test_calibration_is_applied_and_saved(warm_dir, tmp_path, target):
     copy_cache(warm_dir, tmp_path, target)
-    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     assert not predictor.calibrated
     raw = [predictor.predict(SMALL), predictor.predict(LARGE)]  # uncalibrated: the block sums
     assert raw == [predictor.block_sum(SMALL), predictor.block_sum(LARGE)]
@@ -139,18 +139,24 @@ def test_calibration_is_applied_and_saved(warm_dir, tmp_path, target):
     assert fit.a == pytest.approx(2) and fit.b == pytest.approx(0.5) and fit.error < 1e-9
     assert predictor.predict(SMALL) == pytest.approx(2 * raw[0] + 0.5)
 
-    reloaded = LatencyPredictor(target, tmp_path, QUICK)
+    reloaded = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     assert reloaded.calibration == fit and reloaded.predict(LARGE) == pytest.approx(2 * raw[1] + 0.5)
     assert reloaded.measured == 0
 
 
 def test_calibrate_measures_the_whole_models_when_not_given_them(warm_dir, tmp_path, target, monkeypatch):
     copy_cache(warm_dir, tmp_path, target)
-    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
     measured = []
-    monkeypatch.setattr(predictor, "measure", lambda arch: measured.append(arch) or 3 * predictor.block_sum(arch))
+
+    def measure(arch):  # the first pass is disturbed (twice as slow); the second is the truth
+        measured.append(arch)
+        return (6 if len(measured) <= 2 else 3) * predictor.block_sum(arch)
+
+    monkeypatch.setattr(predictor, "measure", measure)
     fit = predictor.calibrate([SMALL, LARGE])
-    assert measured == [SMALL, LARGE] and fit.a == pytest.approx(3) and fit.b == pytest.approx(0, abs=1e-9)
+    assert measured == [SMALL, LARGE, SMALL, LARGE]  # two passes, spread in time
+    assert fit.a == pytest.approx(3) and fit.b == pytest.approx(0, abs=1e-9)  # each kept its fastest
 
 
 def test_fit_calibration_minimises_relative_error():
@@ -160,3 +166,51 @@ def test_fit_calibration_minimises_relative_error():
     assert (single.a, single.b, single.n) == (pytest.approx(1.5), 0.0, 1)
     with pytest.raises(ValueError, match="as many"):
         fit_calibration([1.0, 2.0], [1.0])
+
+
+# -- waiting for a quiet machine (the canary) ---------------------------------------------------------
+
+def test_canary_is_quiet_near_its_record_and_busy_far_above_it(target):
+    canary = predictor_module.Canary(target)
+    assert canary.quiet() and 0 < canary.record_ms < 50  # the first reading sets the record
+    canary.record_ms /= 3  # as if it once ran 3x faster: now the machine reads busy
+    assert not canary.quiet()
+
+
+def test_a_batch_spoiled_by_other_work_is_timed_again_keeping_the_fastest(tmp_path, target, monkeypatch):
+    predictor = LatencyPredictor(target, tmp_path, QUICK)
+    readings = iter([True, False, True, True])  # quiet before, busy after the first timing, then quiet
+    monkeypatch.setattr(predictor.canary, "quiet", lambda: next(readings))
+    timings = iter([5.0, 2.0])
+    calls = []
+
+    def time_blocks(keys, target, **timing):
+        calls.append(list(keys))
+        ms = next(timings)
+        return dict.fromkeys(keys, ms)
+
+    monkeypatch.setattr(predictor_module, "time_blocks", time_blocks)
+    predictor.warm([SMALL])
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert set(predictor.table.values()) == {2.0}
+    saved = json.loads(predictor.path.read_text())
+    assert saved["canary_ms"] is None or saved["canary_ms"] > 0
+
+
+def test_a_machine_that_stays_busy_is_waited_for_once_then_timed_as_it_is(tmp_path, target, monkeypatch):
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0.01)
+    waits = []
+    monkeypatch.setattr(predictor.canary, "wait", lambda max_wait_s: waits.append(max_wait_s) or False)
+    monkeypatch.setattr(predictor.canary, "time", lambda: 2.0)
+    predictor.canary.record_ms = 1.0
+    with pytest.warns(UserWarning, match="stays busy"):
+        assert predictor.wait_quiet() is False
+    assert predictor.wait_quiet() is False and len(waits) == 1  # no second wait within 10 minutes
+
+
+def test_the_canary_record_is_kept_with_the_table(tmp_path, target):
+    first = LatencyPredictor(target, tmp_path, QUICK)
+    first.warm([SMALL])
+    record = first.canary.record_ms
+    assert 0 < record < float("inf")
+    assert LatencyPredictor(target, tmp_path, QUICK).canary.record_ms == pytest.approx(record)

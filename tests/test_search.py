@@ -22,8 +22,9 @@ from ray.tune.search import Searcher
 SPACE = Path(__file__).resolve().parent / "data" / "tiny_space.yaml"
 FAST = ["--data", "synthetic:n=16,val=8,size=64", "--epochs", "2", "--imgsz", "64", "--batch", "8",
         "--latency", "measured"]
-REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained"}
-TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s"}
+REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained",
+                  "latency_s", "driver_s"}
+TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s", "train_s"}
 
 
 def storage(name: str) -> str:
@@ -69,10 +70,11 @@ def test_pruned_trials_are_pruned_not_complete():
     study, s = searcher_for([1.0, 2.0], trials=1, pruner=AlwaysPrune())
     s.suggest("a")
     stopper = PruneStopper(s)
-    assert stopper("a", {"epoch": 1, "map": 0.01, "final": False}) is True
-    s.on_trial_complete("a", {"epoch": 1, "map": 0.01, "final": False})
+    assert stopper("a", {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5}) is True
+    s.on_trial_complete("a", {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5})
     t = study.trials[0]
     assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.01}
+    assert t.user_attrs["train_s"] == 4.5  # its time in the worker still counts as trial time
 
 
 def test_failures_are_recorded_and_a_run_of_them_stops_the_search():
@@ -119,6 +121,8 @@ def test_search_with_two_workers_then_status_and_export(tmp_path, monkeypatch, r
         assert t.user_attrs["trained"] and t.user_attrs["latency_source"] == "measured"
         assert t.user_attrs["target"]["backend"] == "onnxruntime" and t.user_attrs["latency_ms"] > 0
         assert build_model(t.user_attrs["arch"])  # the stored architecture builds
+        assert 0 < t.user_attrs["latency_s"] <= t.user_attrs["driver_s"]  # measured latency: export + timing
+        assert 0 < t.user_attrs["train_s"] <= t.user_attrs["wall_s"]
 
     capsys.readouterr()
     assert main(["status", "tiny_space-50ms"]) == 0

@@ -23,8 +23,9 @@ def run_candidate(config: dict) -> None:
     start = time.perf_counter()
 
     def report_epoch(epoch: int, metrics: dict) -> None:
+        # train_s on every report: a trial stopped by the pruner ends with its last epoch's report
         tune.report({"epoch": epoch + 1, "map": _num(metrics.get("map")), "map50": _num(metrics.get("map50")),
-                     "loss": _num(metrics.get("loss")), "final": False})
+                     "loss": _num(metrics.get("loss")), "final": False, "train_s": time.perf_counter() - start})
 
     try:
         torch.manual_seed(fid["seed"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
             return 0
         oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
                                Path(cfg.latency_cache or cfg.folder), space, nc, cfg.seed or 0, log=console.print)
+        oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
         return _run_with_ray(cfg, study, space, nc, oracle, console)
 
 
@@ -107,10 +109,13 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
     threads = max(1, int(cfg.cpus_per_trial))
 
     def make(trial: optuna.Trial) -> dict:
+        start = time.perf_counter()
         arch = space.sample(trial, nc)
         model = build_model(arch)
         cost, deploy = complexity(model, arch["imgsz"]), complexity(model, arch["imgsz"], deploy=True)
+        checked = time.perf_counter()
         latency, source, target = oracle(arch)
+        trial.set_user_attr("latency_s", round(time.perf_counter() - checked, 3))  # > 0.1 s: blocks were measured
         trial.set_user_attr("arch", arch)
         trial.set_user_attr("latency_ms", round(latency, 4))
         trial.set_user_attr("latency_source", source)
@@ -122,6 +127,7 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
         trial.set_user_attr("deploy_flops", deploy["flops"])
         trial.set_constraint("latency", latency - cfg.budget_ms)  # feasible when <= 0
         fid = dict(fidelity, imgsz=fidelity["imgsz"] or arch["imgsz"])
+        trial.set_user_attr("driver_s", round(time.perf_counter() - start, 3))  # this candidate's cost to the driver
         return {"arch": arch, "latency_ms": latency, "fidelity": fid, "threads": threads}
 
     return make

@@ -6,6 +6,7 @@ candidate's whole deploy graph instead (exact, slower).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from evaluators.latency import Target, measure_latency
@@ -34,9 +35,17 @@ class LatencyOracle:
         predictor = self.predictors.get(imgsz) or self._predictor(imgsz)
         return predictor.predict(arch), "predicted", predictor.target.to_dict()
 
+    def prepare(self, imgsz: int) -> float:
+        """Load or build (calibrate) the predictor of `imgsz` now; returns the seconds it took."""
+        start = time.perf_counter()
+        if self.mode == "predicted" and imgsz not in self.predictors:
+            self._predictor(imgsz)
+        return time.perf_counter() - start
+
     def _predictor(self, imgsz: int):
         from evaluators.predictor import LatencyPredictor
 
+        start = time.perf_counter()
         predictor = LatencyPredictor(self.target(imgsz), self.cache_dir)
         if not predictor.calibrated and self.space is not None:
             self.log(f"calibrating the latency predictor at {imgsz}px on {CALIBRATION_ARCHS} architectures "
@@ -44,8 +53,8 @@ class LatencyOracle:
             archs = [self.space.random_arch(self.seed + 1000 + i, self.nc) for i in range(CALIBRATION_ARCHS)]
             for a in archs:
                 a["imgsz"] = imgsz
-            measured = [measure_latency(build_model(a), imgsz, self.device, self.backend, self.threads).median_ms
-                        for a in archs]
-            predictor.calibrate(archs, measured)
+            fit = predictor.calibrate(archs)
+            self.log(f"latency predictor ready: {len(predictor.table)} blocks, fit error {fit.error:.1%} "
+                     f"({time.perf_counter() - start:.0f} s)")
         self.predictors[imgsz] = predictor
         return predictor
