@@ -45,9 +45,6 @@ from .onnx_export import DEFAULT_OPSET, deploy_copy, ort_session
 
 FORMAT = 2  # bump when keys or timings change meaning: older tables are then rebuilt
 
-# Per-block timing. Blocks take 0.01 .. 20 ms, and another process can slow everything down for
-# a while: a block keeps the smallest of its `rounds` burst medians (noise only ever adds time).
-BLOCK_TIMING = dict(rounds=3, warmup=5, runs=10, min_time_s=0.02)
 BATCH = 32  # blocks timed between two saves of the table
 
 # Args with no effect on the deploy graph: branches and their scale branch fuse into one conv.
@@ -152,7 +149,7 @@ def block_runner(key: str, target: Target) -> Callable[[], Callable[[], object]]
 def time_blocks(keys: list[str], target: Target, rounds: int = 3, warmup: int = 5, runs: int = 10,
                 min_time_s: float = 0.02) -> dict[str, float]:
     """Latency (ms) of each block alone on `target`: the smallest median of `rounds` bursts of at
-    least `runs` calls and `min_time_s` seconds each.
+    least `runs` calls and `min_time_s` seconds each (blocks take 0.01 .. 20 ms).
 
     The bursts of all blocks take turns, so that each block's bursts are spread over the seconds
     the batch takes and a passing burst of other work on the machine spoils one of them, not all
@@ -195,6 +192,7 @@ class Canary:
 
     def __init__(self, target: Target, record_ms: float = float("inf")):
         self.target, self.record_ms = target, record_ms
+        self.last_ms = float("nan")
         self._open = None
 
     def time(self) -> float:
@@ -207,7 +205,7 @@ class Canary:
         return best
 
     def quiet(self) -> bool:
-        ms = self.time()
+        self.last_ms = ms = self.time()
         self.record_ms = min(self.record_ms, ms)
         return ms <= self.record_ms * (1 + CANARY_TOLERANCE)
 
@@ -253,7 +251,7 @@ class LatencyPredictor:
                  max_wait_s: float = CANARY_MAX_WAIT_S):
         self.target = target
         self.path = Path(cache_dir) / f"latency-{target.key()}.json"
-        self.timing = dict(BLOCK_TIMING, **(timing or {}))
+        self.timing = dict(timing or {})  # overrides of time_blocks' defaults
         self.table: dict[str, float] = {}
         self.calibration = Calibration()
         self.measured = 0
@@ -323,7 +321,7 @@ class LatencyPredictor:
         if self.canary.wait(self.max_wait_s):
             return True
         self.busy_until = time.monotonic() + CANARY_GIVE_UP_S
-        slower = self.canary.time() / self.canary.record_ms - 1
+        slower = self.canary.last_ms / self.canary.record_ms - 1
         warnings.warn(f"the machine stays busy (a reference block runs {slower:.0%} slower than its best): "
                       f"latencies measured in the next {CANARY_GIVE_UP_S / 60:.0f} minutes may be inflated",
                       stacklevel=3)

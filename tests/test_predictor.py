@@ -201,7 +201,7 @@ def test_a_machine_that_stays_busy_is_waited_for_once_then_timed_as_it_is(tmp_pa
     predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0.01)
     waits = []
     monkeypatch.setattr(predictor.canary, "wait", lambda max_wait_s: waits.append(max_wait_s) or False)
-    monkeypatch.setattr(predictor.canary, "time", lambda: 2.0)
+    predictor.canary.last_ms = 2.0  # its last reading: twice its record
     predictor.canary.record_ms = 1.0
     with pytest.warns(UserWarning, match="stays busy"):
         assert predictor.wait_quiet() is False

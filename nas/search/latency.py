@@ -35,12 +35,10 @@ class LatencyOracle:
         predictor = self.predictors.get(imgsz) or self._predictor(imgsz)
         return predictor.predict(arch), "predicted", predictor.target.to_dict()
 
-    def prepare(self, imgsz: int) -> float:
-        """Load or build (calibrate) the predictor of `imgsz` now; returns the seconds it took."""
-        start = time.perf_counter()
+    def prepare(self, imgsz: int) -> None:
+        """Load or build (calibrate) the predictor of `imgsz` now rather than in the first trial."""
         if self.mode == "predicted" and imgsz not in self.predictors:
             self._predictor(imgsz)
-        return time.perf_counter() - start
 
     def _predictor(self, imgsz: int):
         from evaluators.predictor import LatencyPredictor
