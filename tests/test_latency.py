@@ -130,6 +130,15 @@ def test_complexity_of_deploy_graph_drops_the_branches(model):
     assert deploy["params"] < train["params"] and deploy["macs"] < train["macs"]
 
 
+def test_complexity_in_place_counts_the_same_without_copying(model):
+    # the search driver counts its throw-away model in place: training graph first, then deploy
+    train, deploy = complexity(model, IMGSZ), complexity(model, IMGSZ, deploy=True)
+    spare = copy.deepcopy(model)
+    assert complexity(spare, IMGSZ, in_place=True) == train
+    assert complexity(spare, IMGSZ, deploy=True, in_place=True) == deploy
+    assert complexity(spare, IMGSZ) == deploy  # it was fused in place
+
+
 def _conv_macs(m: torch.nn.Module, imgsz: int) -> int:
     """Conv multiply-accumulates counted by hand (SPEC's definition: no bias, no BN)."""
     total = 0
