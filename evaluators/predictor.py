@@ -146,10 +146,13 @@ def block_runner(key: str, target: Target) -> Callable[[], Callable[[], object]]
     return lambda: run
 
 
-def time_blocks(keys: list[str], target: Target, rounds: int = 3, warmup: int = 5, runs: int = 10,
-                min_time_s: float = 0.02) -> dict[str, float]:
+def time_blocks(keys: list[str], target: Target, rounds: int = 3, warmup: int = 3, runs: int = 5,
+                min_time_s: float = 0.01) -> dict[str, float]:
     """Latency (ms) of each block alone on `target`: the smallest median of `rounds` bursts of at
-    least `runs` calls and `min_time_s` seconds each (blocks take 0.01 .. 20 ms).
+    least `runs` calls and `min_time_s` seconds each (blocks take 0.01 .. 20 ms). A search times
+    each new candidate's unknown blocks before deciding on it, so bursts are short: halving them
+    (from 5 + 10 calls and 20 ms) cut the time per block by 30% at unchanged accuracy
+    (benchmarks/bench_predictor.py).
 
     The bursts of all blocks take turns, so that each block's bursts are spread over the seconds
     the batch takes and a passing burst of other work on the machine spoils one of them, not all
