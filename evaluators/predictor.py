@@ -6,8 +6,10 @@ predictor splits an architecture into blocks, measures each distinct block once 
 what only a whole graph has (operator fusion across block boundaries, one session instead of many,
 memory traffic), so `calibrate()` fits `measured = a * sum + b` on a few whole-model measurements.
 
-The table lives in `<cache_dir>/latency-<target.key()>.json` (the study folder, or any folder
-shared by several studies on the same target); blocks unknown to it are measured lazily.
+The table lives in `<cache_dir>/latency-<target.key()>.json` (the key names the machine and library
+versions, so one folder serves every target); blocks unknown to it are measured lazily. Several
+searches share it: each block is measured once per target. The calibration depends on which
+architectures it was fitted on, so the file keeps one per `scope` (the search space's hash).
 
     predictor = LatencyPredictor(Target.resolve(imgsz=320), "studies/my-study")
     predictor.calibrate(some_archs)          # measures their blocks and the whole models (seconds each)
@@ -43,7 +45,7 @@ from nas.models.registry import REGISTRY
 from .latency import Target, measure_latency, time_calls
 from .onnx_export import DEFAULT_OPSET, deploy_copy, ort_session
 
-FORMAT = 2  # bump when keys or timings change meaning: older tables are then rebuilt
+FORMAT = 3  # bump when keys, timings or the file's layout change: older tables are then rebuilt
 
 BATCH = 32  # blocks timed between two saves of the table
 
@@ -247,16 +249,19 @@ def fit_calibration(block_sums, measured_ms) -> Calibration:
 class LatencyPredictor:
     """Predicted deploy-graph latency (ms) of architectures on one `Target`.
 
-    `measured` counts the blocks this instance timed (a warm cache leaves it at 0).
+    `measured` counts the blocks this instance timed (a warm cache leaves it at 0). `scope` names
+    the family of architectures its calibration is fitted on and used for (the search space's
+    hash): a table shared by several spaces keeps one calibration per scope.
     """
 
     def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None,
-                 max_wait_s: float = CANARY_MAX_WAIT_S):
-        self.target = target
+                 max_wait_s: float = CANARY_MAX_WAIT_S, scope: str = ""):
+        self.target, self.scope = target, scope
         self.path = Path(cache_dir) / f"latency-{target.key()}.json"
         self.timing = dict(timing or {})  # overrides of time_blocks' defaults
         self.table: dict[str, float] = {}
         self.calibration = Calibration()
+        self.calibrations: dict[str, dict] = {}  # every scope's, as on disk
         self.measured = 0
         self.measure_seconds = 0.0  # time spent building the table in this instance
         self.canary = Canary(target)
@@ -354,7 +359,8 @@ class LatencyPredictor:
         try:
             data = json.loads(self.path.read_text())
             ok = (isinstance(data, dict) and data.get("format") == FORMAT
-                  and data.get("target") == self.target.to_dict() and isinstance(data.get("blocks"), dict))
+                  and data.get("target") == self.target.to_dict() and isinstance(data.get("blocks"), dict)
+                  and isinstance(data.get("calibrations"), dict))
             if ok:
                 return data
             reason = "another format or target"
@@ -371,21 +377,25 @@ class LatencyPredictor:
         self.table = {k: float(v) for k, v in data["blocks"].items()}
         if data.get("canary_ms"):
             self.canary.record_ms = float(data["canary_ms"])
-        if data.get("calibration"):
-            c = data["calibration"]
+        self.calibrations = dict(data["calibrations"])
+        c = self.calibrations.get(self.scope)
+        if c:
             self.calibration = Calibration(int(c["n"]), float(c["a"]), float(c["b"]),
                                            float(c["error"]), float(c["worst"]))
 
     def _save(self) -> None:
-        """Write atomically (temp file + rename), keeping blocks another process added meanwhile."""
+        """Write atomically (temp file + rename), keeping the blocks and other scopes' calibrations
+        that another process added meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         on_disk = self._read(quiet=True)
         if on_disk:
             for k, v in on_disk["blocks"].items():
                 self.table.setdefault(k, float(v))
             self.canary.record_ms = min(self.canary.record_ms, float(on_disk.get("canary_ms") or "inf"))
-        data = {"format": FORMAT, "target": self.target.to_dict(),
-                "calibration": self.calibration.to_dict() if self.calibrated else None,
+            self.calibrations = {**self.calibrations, **on_disk["calibrations"]}  # other scopes: the newest
+        if self.calibrated:
+            self.calibrations[self.scope] = self.calibration.to_dict()
+        data = {"format": FORMAT, "target": self.target.to_dict(), "calibrations": self.calibrations,
                 "canary_ms": self.canary.record_ms if math.isfinite(self.canary.record_ms) else None,
                 "blocks": self.table}
         fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)

@@ -144,6 +144,24 @@ def test_calibration_is_applied_and_saved(warm_dir, tmp_path, target):
     assert reloaded.measured == 0
 
 
+def test_each_scope_keeps_its_own_calibration_over_a_shared_table(warm_dir, tmp_path, target):
+    # two search spaces on one machine: blocks are shared, each space is calibrated on its own
+    copy_cache(warm_dir, tmp_path, target)
+    first = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0, scope="space-a")
+    raw = [first.block_sum(SMALL), first.block_sum(LARGE)]
+    fit_a = first.calibrate([SMALL, LARGE], [2 * raw[0], 2 * raw[1]])
+
+    second = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0, scope="space-b")
+    assert not second.calibrated and second.predict(SMALL) == pytest.approx(raw[0])
+    assert second.measured == 0  # the blocks were already known
+    fit_b = second.calibrate([SMALL, LARGE], [3 * raw[0] + 1, 3 * raw[1] + 1])
+
+    # saving space-b's fit kept space-a's, including in an instance loaded before it was written
+    assert LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0, scope="space-a").calibration == fit_a
+    first.calibrate([SMALL, LARGE], [2 * raw[0], 2 * raw[1]])
+    assert LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0, scope="space-b").calibration == fit_b
+
+
 def test_calibrate_measures_the_whole_models_when_not_given_them(warm_dir, tmp_path, target, monkeypatch):
     copy_cache(warm_dir, tmp_path, target)
     predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)

@@ -53,6 +53,41 @@ def searcher_for(latencies, trials=3, pruner=None, max_failures=5):
     return study, OptunaSearcher(study, cfg, make)
 
 
+# -- the latency check: one table per machine, shared by studies --------------------------------------
+
+def test_latency_oracle_calibrates_once_per_space_and_shares_blocks_between_studies(tmp_path, monkeypatch):
+    import evaluators.predictor as predictor_module
+    from evaluators.latency import measure_latency
+    from nas.search import latency as latency_module
+    from nas.search.latency import LatencyOracle
+    from nas.space import load_space
+
+    quick = dict(rounds=1, warmup=2, runs=5, min_time_s=0.0)
+    time_blocks = predictor_module.time_blocks
+    monkeypatch.setattr(predictor_module, "time_blocks", lambda keys, target: time_blocks(keys, target, **quick))
+    monkeypatch.setattr(predictor_module.LatencyPredictor, "wait_quiet", lambda self: False)
+    monkeypatch.setattr(predictor_module.LatencyPredictor, "measure", lambda self, arch: measure_latency(
+        build_model(arch), 64, threads=1, warmup=2, runs=5, min_time_s=0.0).median_ms)
+    monkeypatch.setattr(latency_module, "CALIBRATION_ARCHS", 2)
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="a", storage="")
+    assert cfg.latency_folder == Path("studies") / "latency"  # not the study's own folder
+    space, logs = load_space(SPACE), []
+    oracle = LatencyOracle("predicted", "cpu", None, 1, tmp_path, space, nc=2, log=logs.append)
+    oracle.prepare(64)
+    assert any("calibrating" in line for line in logs) and oracle.predictors[64].calibrated
+
+    arch = space.random_arch(7, 2)
+    latency, source, target = oracle(arch)
+    assert source == "predicted" and latency > 0 and target["imgsz"] == 64 and target["threads"] == 1
+    measured = oracle.blocks_measured
+    assert oracle(arch)[0] == latency and oracle.blocks_measured == measured  # known now: nothing timed again
+
+    logs.clear()  # another study on the same machine and space: no calibration, no block timed twice
+    other = LatencyOracle("predicted", "cpu", None, 1, tmp_path, space, nc=2, log=logs.append)
+    other.prepare(64)
+    assert not logs and other(arch)[0] == pytest.approx(latency) and other.blocks_measured == 0
+
+
 def test_over_budget_candidates_are_told_at_once_and_never_sent_to_ray():
     study, s = searcher_for([12.0, 30.0, 5.0, 7.0, 50.0])
     config = s.suggest("a")

@@ -40,8 +40,8 @@ def add_parser(sub) -> None:
                      help="default: onnxruntime on cpu, torch on cuda")
     lat.add_argument("--latency-threads", type=int, default=None, help="default: all physical cores")
     lat.add_argument("--latency-cache", metavar="DIR", default=None,
-                     help="where the per-target block tables live (default: the study folder); share one "
-                          "folder between studies to measure each block once")
+                     help="where the per-target block tables live (default: studies/latency, shared by "
+                          "all studies so that each block is measured once per machine)")
     p.set_defaults(run=run)
 
     r = sub.add_parser("resume", help="continue an interrupted search",

@@ -46,13 +46,19 @@ class SearchConfig:
     latency_backend: str | None = None  # onnxruntime on CPU by default
     latency_threads: int | None = None
     latency_device: str = "cpu"
-    latency_cache: str | None = None  # folder of the per-target block tables (default: the study folder)
+    latency_cache: str | None = None  # folder of the per-target block tables (default: studies/latency)
     max_failures: int = 5            # consecutive failed trials that stop the search
     fidelity: Fidelity = field(default_factory=Fidelity)
 
     @property
     def folder(self) -> Path:
         return STUDIES_DIR / self.study
+
+    @property
+    def latency_folder(self) -> Path:
+        """Where the latency tables live: shared by every study, so that each block is measured once
+        per target (the table's file name names the machine) and each space calibrated once."""
+        return Path(self.latency_cache) if self.latency_cache else STUDIES_DIR / "latency"
 
     def to_dict(self) -> dict:
         return asdict(self)

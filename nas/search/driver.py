@@ -96,7 +96,7 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
             console.print(trials_table(study, limit=10))
             return 0
         oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
-                               Path(cfg.latency_cache or cfg.folder), space, nc, cfg.seed or 0, log=console.print)
+                               cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
         oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
         return _run_with_ray(cfg, study, space, nc, oracle, console)
 
@@ -112,10 +112,13 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
         start = time.perf_counter()
         arch = space.sample(trial, nc)
         model = build_model(arch)
-        cost, deploy = complexity(model, arch["imgsz"]), complexity(model, arch["imgsz"], deploy=True)
-        checked = time.perf_counter()
+        # the model is only counted, so no copies; the training graph first: deploy fuses its branches
+        cost = complexity(model, arch["imgsz"], in_place=True)
+        deploy = complexity(model, arch["imgsz"], deploy=True, in_place=True)
+        checked, blocks = time.perf_counter(), oracle.blocks_measured
         latency, source, target = oracle(arch)
-        trial.set_user_attr("latency_s", round(time.perf_counter() - checked, 3))  # > 0.1 s: blocks were measured
+        trial.set_user_attr("latency_s", round(time.perf_counter() - checked, 3))
+        trial.set_user_attr("latency_blocks", oracle.blocks_measured - blocks)  # new to the table: timed now
         trial.set_user_attr("arch", arch)
         trial.set_user_attr("latency_ms", round(latency, 4))
         trial.set_user_attr("latency_source", source)

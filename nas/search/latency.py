@@ -1,7 +1,7 @@
 """The budget check of the search: each candidate's latency on the target, before any training.
 
-Default: the per-block lookup-table predictor, cached in the study folder and calibrated once
-against a few whole-model measurements of the space; `latency: measured` measures every
+Default: the per-block lookup-table predictor, cached per target in a folder all studies share
+(`studies/latency`) and calibrated once per space against a few whole-model measurements; `latency: measured` measures every
 candidate's whole deploy graph instead (exact, slower).
 """
 from __future__ import annotations
@@ -35,6 +35,11 @@ class LatencyOracle:
         predictor = self.predictors.get(imgsz) or self._predictor(imgsz)
         return predictor.predict(arch), "predicted", predictor.target.to_dict()
 
+    @property
+    def blocks_measured(self) -> int:
+        """Blocks timed so far (a candidate whose blocks the table knows adds none)."""
+        return sum(p.measured for p in self.predictors.values())
+
     def prepare(self, imgsz: int) -> None:
         """Load or build (calibrate) the predictor of `imgsz` now rather than in the first trial."""
         if self.mode == "predicted" and imgsz not in self.predictors:
@@ -44,10 +49,11 @@ class LatencyOracle:
         from evaluators.predictor import LatencyPredictor
 
         start = time.perf_counter()
-        predictor = LatencyPredictor(self.target(imgsz), self.cache_dir)
+        scope = self.space.hash if self.space is not None else ""
+        predictor = LatencyPredictor(self.target(imgsz), self.cache_dir, scope=scope)
         if not predictor.calibrated and self.space is not None:
             self.log(f"calibrating the latency predictor at {imgsz}px on {CALIBRATION_ARCHS} architectures "
-                     f"of the space (once per target; cached in {self.cache_dir})")
+                     f"of the space (once per target and space; cached in {self.cache_dir})")
             archs = [self.space.random_arch(self.seed + 1000 + i, self.nc) for i in range(CALIBRATION_ARCHS)]
             for a in archs:
                 a["imgsz"] = imgsz
