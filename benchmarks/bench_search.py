@@ -185,7 +185,7 @@ def main() -> None:
                       f"{r['machinery_per_trial_s']:.2f} ({pct(r['machinery_per_trial_s'], r)})",
                       f"{r['per_trial_s']:.2f} ({pct(r['per_trial_s'], r)})",
                       f"{r['overhead_per_trial_s']:.2f} ({pct(r['overhead_per_trial_s'], r)})")
-    console = Console()
+    console = Console(width=max(Console().width, 200))  # a wide table, also when written to a log file
     console.print(table)
     for s in args.samplers:
         maps = [r["best_map"] or 0.0 for r in runs if r["sampler"] == s]

@@ -214,13 +214,17 @@ class Canary:
         self.record_ms = min(self.record_ms, ms)
         return ms <= self.record_ms * (1 + CANARY_TOLERANCE)
 
-    def wait(self, max_wait_s: float = CANARY_MAX_WAIT_S, poll_s: float = 2.0) -> bool:
-        """Return once the canary runs within tolerance of its record (True), or after `max_wait_s` (False)."""
-        deadline = time.monotonic() + max_wait_s
+    def wait(self, max_wait_s: float = CANARY_MAX_WAIT_S, poll_s: float = 2.0, first_poll_s: float = 0.1) -> bool:
+        """Return once the canary runs within tolerance of its record (True), or after `max_wait_s` (False).
+        Polls back off from `first_poll_s` to `poll_s`: most disturbances are the tail of a trial
+        that has just ended and pass within a fraction of a second (a fixed 2 s poll cost the
+        search's latency check 2 s every few candidates)."""
+        deadline, pause = time.monotonic() + max_wait_s, first_poll_s
         while not self.quiet():
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(poll_s)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, poll_s)
         return True
 
 
@@ -263,7 +267,9 @@ class LatencyPredictor:
         self.calibration = Calibration()
         self.calibrations: dict[str, dict] = {}  # every scope's, as on disk
         self.measured = 0
-        self.measure_seconds = 0.0  # time spent building the table in this instance
+        self.measure_seconds = 0.0  # time spent building the table in this instance,
+        self.waited_seconds = 0.0   # of which waiting for a quiet machine,
+        self.retimed = 0            # and blocks timed again because the canary read busy after them
         self.canary = Canary(target)
         self.max_wait_s, self.busy_until = max_wait_s, 0.0
         self._load()
@@ -342,8 +348,11 @@ class LatencyPredictor:
         keys = list(dict.fromkeys(keys))
         for i in range(0, len(keys), BATCH):
             batch = keys[i:i + BATCH]
-            for _ in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
+            for attempt in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
+                self.retimed += len(batch) if attempt else 0
+                waiting = time.perf_counter()
                 quiet = self.wait_quiet()
+                self.waited_seconds += time.perf_counter() - waiting
                 for k, ms in time_blocks(batch, self.target, **self.timing).items():
                     self.table[k] = min(self.table.get(k, float("inf")), ms)
                 if not quiet or self.canary.quiet():

@@ -226,6 +226,16 @@ def test_a_machine_that_stays_busy_is_waited_for_once_then_timed_as_it_is(tmp_pa
     assert predictor.wait_quiet() is False and len(waits) == 1  # no second wait within 10 minutes
 
 
+def test_the_canary_wait_polls_fast_first_then_backs_off(target, monkeypatch):
+    canary = predictor_module.Canary(target, record_ms=1.0)
+    readings = iter([2.0] * 6 + [1.05])  # busy for a while, then quiet (within 10% of its record)
+    monkeypatch.setattr(canary, "time", lambda: next(readings))
+    pauses = []
+    monkeypatch.setattr(predictor_module.time, "sleep", pauses.append)
+    assert canary.wait(max_wait_s=60, poll_s=1.0, first_poll_s=0.1) is True
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0] and canary.last_ms == 1.05
+
+
 def test_the_canary_record_is_kept_with_the_table(tmp_path, target):
     first = LatencyPredictor(target, tmp_path, QUICK)
     first.warm([SMALL])
