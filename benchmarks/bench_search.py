@@ -85,6 +85,7 @@ def run_one(args, sampler: str, seed: int) -> dict:
     # search machinery: Ray scheduling, Optuna ask/tell, storage, progress display.
     candidates = sum(t.user_attrs.get("driver_s", 0.0) for t in trials)
     latency = sum(t.user_attrs.get("latency_s", 0.0) for t in trials)
+    waited = sum(t.user_attrs.get("latency_wait_s", 0.0) for t in trials)  # the machine was busy
     blocks = [t.user_attrs.get("latency_blocks", 0) for t in trials]
     n = len(trials)
     best = best_feasible(study)
@@ -98,6 +99,7 @@ def run_one(args, sampler: str, seed: int) -> dict:
             "machinery_per_trial_s": (outside - start_stop - candidates) / max(1, n),
             "candidate_per_trial_s": candidates / max(1, n),
             "latency_check_per_trial_s": latency / max(1, n),
+            "latency_wait_per_trial_s": waited / max(1, n),
             "blocks_measured": table_size(args) - blocks_before,
             # the table fills as the search goes: new blocks per candidate, first half and second half
             "blocks_per_trial_halves": [statistics.mean(blocks[:max(1, n // 2)]), statistics.mean(blocks[n // 2:])],
@@ -170,7 +172,7 @@ def main() -> None:
     table = Table(title=f"search: {args.trials} trials, budget {args.budget}, {args.epochs} epochs, {args.data}; "
                         f"one-time predictor calibration {setup_s:.0f} s")
     for col in ("sampler", "seed", "trained", "best mAP", "@ ms", "mean trial s", "start+stop s",
-                "driver s/trial", "latency check s/trial", "new blocks/trial (1st, 2nd half)",
+                "driver s/trial", "latency check s/trial (waiting)", "new blocks/trial (1st, 2nd half)",
                 "machinery s/trial", "per trial s", "all outside s/trial"):
         table.add_column(col, justify="right")
     for r in runs:
@@ -180,7 +182,8 @@ def main() -> None:
                       f"{r['best_latency_ms']:.2f}" if r["best_latency_ms"] else "-", f"{r['mean_trial_s']:.1f}",
                       f"{r['start_stop_s']:.1f}",
                       f"{r['candidate_per_trial_s']:.2f} ({pct(r['candidate_per_trial_s'], r)})",
-                      f"{r['latency_check_per_trial_s']:.2f} ({pct(r['latency_check_per_trial_s'], r)})",
+                      f"{r['latency_check_per_trial_s']:.2f} ({pct(r['latency_check_per_trial_s'], r)}) "
+                      f"({r['latency_wait_per_trial_s']:.2f})",
                       f"{halves[0]:.1f}, {halves[1]:.1f}",
                       f"{r['machinery_per_trial_s']:.2f} ({pct(r['machinery_per_trial_s'], r)})",
                       f"{r['per_trial_s']:.2f} ({pct(r['per_trial_s'], r)})",

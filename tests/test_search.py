@@ -23,7 +23,7 @@ SPACE = Path(__file__).resolve().parent / "data" / "tiny_space.yaml"
 FAST = ["--data", "synthetic:n=16,val=8,size=64", "--epochs", "2", "--imgsz", "64", "--batch", "8",
         "--latency", "measured"]
 REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained",
-                  "latency_s", "driver_s"}
+                  "latency_s", "latency_blocks", "latency_wait_s", "driver_s"}
 TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s", "train_s"}
 
 

@@ -115,10 +115,11 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
         # the model is only counted, so no copies; the training graph first: deploy fuses its branches
         cost = complexity(model, arch["imgsz"], in_place=True)
         deploy = complexity(model, arch["imgsz"], deploy=True, in_place=True)
-        checked, blocks = time.perf_counter(), oracle.blocks_measured
+        checked, blocks, waited = time.perf_counter(), oracle.blocks_measured, oracle.waited_seconds
         latency, source, target = oracle(arch)
         trial.set_user_attr("latency_s", round(time.perf_counter() - checked, 3))
         trial.set_user_attr("latency_blocks", oracle.blocks_measured - blocks)  # new to the table: timed now
+        trial.set_user_attr("latency_wait_s", round(oracle.waited_seconds - waited, 3))  # for a quiet machine
         trial.set_user_attr("arch", arch)
         trial.set_user_attr("latency_ms", round(latency, 4))
         trial.set_user_attr("latency_source", source)

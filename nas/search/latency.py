@@ -1,8 +1,8 @@
 """The budget check of the search: each candidate's latency on the target, before any training.
 
 Default: the per-block lookup-table predictor, cached per target in a folder all studies share
-(`studies/latency`) and calibrated once per space against a few whole-model measurements; `latency: measured` measures every
-candidate's whole deploy graph instead (exact, slower).
+(`studies/latency`) and calibrated once per space against a few whole-model measurements;
+`latency: measured` measures every candidate's whole deploy graph instead (exact, slower).
 """
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ class LatencyOracle:
     def blocks_measured(self) -> int:
         """Blocks timed so far (a candidate whose blocks the table knows adds none)."""
         return sum(p.measured for p in self.predictors.values())
+
+    @property
+    def waited_seconds(self) -> float:
+        """Time spent so far waiting for a quiet machine before timing blocks."""
+        return sum(p.waited_seconds for p in self.predictors.values())
 
     def prepare(self, imgsz: int) -> None:
         """Load or build (calibrate) the predictor of `imgsz` now rather than in the first trial."""
