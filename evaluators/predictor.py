@@ -267,9 +267,8 @@ class LatencyPredictor:
         self.calibration = Calibration()
         self.calibrations: dict[str, dict] = {}  # every scope's, as on disk
         self.measured = 0
-        self.measure_seconds = 0.0  # time spent building the table in this instance,
-        self.waited_seconds = 0.0   # of which waiting for a quiet machine,
-        self.retimed = 0            # and blocks timed again because the canary read busy after them
+        self.measure_seconds = 0.0  # time spent building the table in this instance
+        self.waited_seconds = 0.0   # time spent waiting for a quiet machine
         self.canary = Canary(target)
         self.max_wait_s, self.busy_until = max_wait_s, 0.0
         self._load()
@@ -332,7 +331,10 @@ class LatencyPredictor:
         a search little."""
         if self.max_wait_s <= 0 or time.monotonic() < self.busy_until:
             return False
-        if self.canary.wait(self.max_wait_s):
+        start = time.perf_counter()
+        quiet = self.canary.wait(self.max_wait_s)
+        self.waited_seconds += time.perf_counter() - start
+        if quiet:
             return True
         self.busy_until = time.monotonic() + CANARY_GIVE_UP_S
         slower = self.canary.last_ms / self.canary.record_ms - 1
@@ -348,12 +350,8 @@ class LatencyPredictor:
         keys = list(dict.fromkeys(keys))
         for i in range(0, len(keys), BATCH):
             batch = keys[i:i + BATCH]
-            for attempt in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
-                if attempt:
-                    self.retimed += len(batch)
-                waiting = time.perf_counter()
+            for _ in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
                 quiet = self.wait_quiet()
-                self.waited_seconds += time.perf_counter() - waiting
                 for k, ms in time_blocks(batch, self.target, **self.timing).items():
                     self.table[k] = min(self.table.get(k, float("inf")), ms)
                 if not quiet or self.canary.quiet():
