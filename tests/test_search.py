@@ -1,6 +1,7 @@
 """The search: Optuna ask/tell under Ray Tune, the latency constraint, resume, status and export."""
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from nas.cli import main
 from nas.models import build_model, dump_arch, load_arch
 from nas.search.config import SearchConfig
 from nas.search.searcher import OptunaSearcher, PruneStopper
-from nas.search.study import recover_interrupted
+from nas.search.study import evaluated, recover_interrupted
 from ray.tune.search import Searcher
 
 SPACE = Path(__file__).resolve().parent / "data" / "tiny_space.yaml"
@@ -88,40 +89,83 @@ def test_latency_oracle_calibrates_once_per_space_and_shares_blocks_between_stud
     assert not logs and other(arch)[0] == pytest.approx(latency) and other.blocks_measured == 0
 
 
-def test_over_budget_candidates_are_told_at_once_and_never_sent_to_ray():
-    study, s = searcher_for([12.0, 30.0, 5.0, 7.0, 50.0])
+def test_over_budget_candidates_are_recorded_at_once_but_not_counted():
+    study, s = searcher_for([12.0, 30.0, 5.0, 7.0, 50.0, 3.0], trials=2)
     config = s.suggest("a")
     assert config["arch"] == {"n": 2}  # trials 0 and 1 were over the 10 ms budget
     states = {t.number: (t.state, t.user_attrs.get("trained")) for t in study.trials}
     assert states[0] == (TrialState.COMPLETE, False) and states[1] == (TrialState.COMPLETE, False)
     assert all(v > 0 for t in study.trials[:2] for v in t.constraints.values())
-    assert s.suggest("b") is None  # 2 finished + 1 running covers the target of 3: wait
+    assert s.suggest("b")["arch"] == {"n": 3}  # over-budget ones do not count: 0 evaluated, 1 running
+    assert s.suggest("c") is None  # 2 running cover the target of 2: wait
     s.on_trial_complete("a", {"map": 0.4, "map50": 0.6, "epochs_run": 2, "final": True})
     assert study.trials[2].state == TrialState.COMPLETE and study.trials[2].value == 0.4
-    assert s.suggest("c") == Searcher.FINISHED
+    s.on_trial_complete("b", {"map": 0.3, "map50": 0.5, "epochs_run": 2, "final": True})
+    assert s.suggest("d") == Searcher.FINISHED
+    assert len(evaluated(study)) == 2 and len(study.trials) == 4
+
+
+def test_a_run_of_over_budget_candidates_stops_with_a_looser_budget_suggested():
+    study, s = searcher_for([40.0, 25.0, 31.0, 5.0], trials=2)
+    s.cfg.max_over_budget = 3
+    assert s.suggest("a") == Searcher.FINISHED
+    assert "3 candidates in a row were over the 10 ms budget" in s.stop_reason
+    assert "the fastest took 25.00 ms" in s.stop_reason and "--budget 32ms" in s.stop_reason
+    assert len(study.trials) == 3 and not evaluated(study)
 
 
 def test_pruned_trials_are_pruned_not_complete():
     study, s = searcher_for([1.0, 2.0], trials=1, pruner=AlwaysPrune())
     s.suggest("a")
     stopper = PruneStopper(s)
-    assert stopper("a", {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5}) is True
-    s.on_trial_complete("a", {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5})
+    result = {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5, "node": "10.0.0.7", "pid": 4242}
+    assert stopper("a", result) is True
+    s.on_trial_complete("a", result)
     t = study.trials[0]
     assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.01}
     assert t.user_attrs["train_s"] == 4.5  # its time in the worker still counts as trial time
+    assert t.user_attrs["curve"] == [0.01] and t.user_attrs["worker"] == {"node": "10.0.0.7", "pid": 4242}
+    assert len(evaluated(study)) == 1  # a pruned trial was evaluated: it counts
+
+
+def test_multi_objective_trials_keep_their_curve_and_are_never_pruned():
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=AlwaysPrune())
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="unit", storage="", trials=1, objective="pareto")
+
+    def make(trial):
+        trial.set_user_attr("latency_ms", 4.0)
+        return {"arch": {}, "latency_ms": 4.0, "fidelity": {}, "threads": 1}
+
+    s = OptunaSearcher(study, cfg, make)
+    s.suggest("a")
+    for epoch, mAP in ((1, 0.1), (2, 0.2)):  # Optuna's trial.report raises for multi-objective studies
+        assert PruneStopper(s)("a", {"epoch": epoch, "map": mAP, "final": False}) is False
+    s.on_trial_complete("a", {"map": 0.25, "map50": 0.4, "epochs_run": 2, "final": True})
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE and t.values == [0.25, 4.0]
+    assert t.user_attrs["curve"] == [0.1, 0.2] and t.intermediate_values == {}
 
 
 def test_failures_are_recorded_and_a_run_of_them_stops_the_search():
     study, s = searcher_for([1.0] * 5, trials=5, max_failures=2)
     s.suggest("a")
-    s.on_trial_complete("a", {"failed": True, "reason": "NonFiniteLoss: loss is nan at epoch 1"})
+    s.on_trial_complete("a", {"failed": True, "reason": "NonFiniteLoss: loss is nan at epoch 1", "map": math.nan})
     s.suggest("b")
     s.on_trial_complete("b", error=True)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "nan" in study.trials[0].user_attrs["fail_reason"]
     assert "worker died" in study.trials[1].user_attrs["fail_reason"]
-    assert s.stop_reason and s.suggest("c") == Searcher.FINISHED
+    assert s.stop_reason.startswith("2 trials failed in a row") and s.suggest("c") == Searcher.FINISHED
+    assert not evaluated(study)
+
+
+def test_a_success_resets_the_run_of_failures():
+    study, s = searcher_for([1.0] * 5, trials=5, max_failures=2)
+    for trial_id, result in (("a", {"failed": True, "reason": "RuntimeError: x"}), ("b", {"map": 0.2, "final": True}),
+                             ("c", {"failed": True, "reason": "RuntimeError: y"})):
+        s.suggest(trial_id)
+        s.on_trial_complete(trial_id, result)
+    assert s.stop_reason is None and s.failures_in_a_row == 1
 
 
 def test_recover_interrupted_requeues_the_same_params():
@@ -131,6 +175,15 @@ def test_recover_interrupted_requeues_the_same_params():
     assert study.trials[0].state == TrialState.FAIL
     again = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     assert again.params == t.params and again.user_attrs["rerun_of"] == t.number
+
+
+def test_recovery_killed_between_queueing_and_failing_queues_once():
+    study = optuna.create_study()
+    t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})  # a driver died right after this
+    assert recover_interrupted(study) == [t.number]
+    waiting = [w for w in study.trials if w.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["rerun_of"] == t.number
 
 
 # -- the whole search on Ray ------------------------------------------------------------------------
@@ -161,7 +214,7 @@ def test_search_with_two_workers_then_status_and_export(tmp_path, monkeypatch, r
 
     capsys.readouterr()
     assert main(["status", "tiny_space-50ms"]) == 0
-    assert "4/4" in capsys.readouterr().out
+    assert "evaluated 4/4" in capsys.readouterr().out
 
     assert main(["export", "tiny_space-50ms", "-o", "best.yaml", "--pareto", "front"]) == 0
     arch = load_arch("best.yaml")
@@ -174,22 +227,27 @@ def test_search_with_two_workers_then_status_and_export(tmp_path, monkeypatch, r
     assert main(["info", "best.yaml", "--json"]) == 0
 
 
-def test_tight_budget_trains_nothing(tmp_path, monkeypatch, ray_cluster, capsys):
+def test_a_budget_nothing_fits_stops_with_one_line(tmp_path, monkeypatch, ray_cluster, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["search", str(SPACE), "--budget", "1us", "--trials", "3", *FAST]) == 0
+    args = ["search", str(SPACE), "--budget", "1us", "--trials", "3", "--max-over-budget", "3", *FAST]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    stop = [line for line in err.splitlines() if line.startswith("search stopped:")]
+    assert len(stop) == 1 and "3 candidates in a row were over the 0.001 ms budget" in stop[0]
+    assert "try --budget" in stop[0] and "Traceback" not in err
     study = optuna.load_study(study_name="tiny_space-1us", storage=storage("tiny_space-1us"))
-    assert len(study.trials) == 3
+    assert len(study.trials) == 3 and not evaluated(study)
     for t in study.trials:
         assert t.state == TrialState.COMPLETE and t.user_attrs["trained"] is False
         assert t.constraints["latency"] > 0 and "epochs_run" not in t.user_attrs
-    capsys.readouterr()
     assert main(["export", "tiny_space-1us", "-o", "best.yaml"]) == 2
     assert "no feasible trial" in capsys.readouterr().err
     # nas resume restores the stored settings (budget, space, fidelity); --trials raises the target
-    assert main(["resume", "tiny_space-1us", "--trials", "5"]) == 0
+    assert main(["resume", "tiny_space-1us", "--trials", "5"]) == 1
     study = optuna.load_study(study_name="tiny_space-1us", storage=storage("tiny_space-1us"))
-    assert len(study.trials) == 5 and not any(t.user_attrs["trained"] for t in study.trials)
+    assert len(study.trials) == 6 and not any(t.user_attrs["trained"] for t in study.trials)
     assert {t.user_attrs["budget_ms"] for t in study.trials} == {0.001}
+    assert study.user_attrs["config"]["trials"] == 5
 
 
 def test_resume_after_sigkill_reaches_the_target_exactly(tmp_path):
@@ -259,10 +317,9 @@ def test_bad_space_file_and_unknown_study(tmp_path, monkeypatch, capsys):
 
 
 def test_pruner_judges_only_against_trials_that_reported_a_curve():
-    from nas.search.driver import make_pruner
+    from nas.search.pruning import make_pruner
 
-    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="unit", storage="")
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 3))
     for _ in range(5):  # over-budget candidates: COMPLETE, but never trained
         study.tell(study.ask(), 0.0)
     for value in (0.1, 0.2):

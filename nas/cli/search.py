@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.search.config import DEFAULT_PRUNER, PRUNERS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("search", help="search a space for the best detector within a latency budget",
@@ -11,7 +13,9 @@ def add_parser(sub) -> None:
                                    "same command again resumes the study.")
     p.add_argument("space", help="search-space YAML, e.g. spaces/ghost_yolo.yaml")
     p.add_argument("--budget", required=True, help="latency budget with a unit: 15ms, 800us, 0.02s")
-    p.add_argument("--trials", type=int, default=50, help="total number of finished trials to reach (default 50)")
+    p.add_argument("--trials", type=int, default=50,
+                   help="candidates to evaluate, i.e. train to the end or prune (default 50); over-budget "
+                        "candidates are recorded for the sampler but not counted")
     p.add_argument("--study", help="study name (default: SPACE-BUDGET, e.g. ghost_yolo-15ms)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/STUDY/study.db)")
     p.add_argument("--objective", choices=("constrained", "pareto"), default="constrained",
@@ -19,7 +23,14 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", choices=("tpe", "random", "nsga2"), default=None,
                    help="default: tpe (nsga2 for --objective pareto)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-prune", dest="prune", action="store_false", help="train every candidate to the end")
+    p.add_argument("--pruner", choices=PRUNERS, default=None,
+                   help=f"stop unpromising candidates early (default: {DEFAULT_PRUNER}; none for --objective pareto)")
+    p.add_argument("--no-prune", dest="pruner", action="store_const", const="none",
+                   help="train every candidate to the end (same as --pruner none)")
+    p.add_argument("--max-failures", type=int, default=5, metavar="N",
+                   help="stop the search after N failed trials in a row (default 5)")
+    p.add_argument("--max-over-budget", type=int, default=200, metavar="N",
+                   help="stop after N over-budget candidates in a row: nothing fits (default 200)")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--workers", type=int, default=1, help="concurrent trials (default 1)")
     ray.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / workers")
@@ -60,24 +71,29 @@ def run(args) -> int:
 
     from evaluators.budget import format_budget, parse_budget
     from nas.errors import UserError
-    from nas.search.config import Fidelity, SearchConfig, default_storage
+    from nas.search.config import Fidelity, SearchConfig, check_study_name, default_storage
     from nas.search.driver import run_search
 
     budget = parse_budget(args.budget)
-    for flag in ("trials", "workers", "epochs", "batch"):
+    for flag in ("trials", "workers", "epochs", "batch", "max_failures", "max_over_budget"):
         if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.imgsz is not None and args.imgsz < 32:
         raise UserError(f"--imgsz must be at least 32, got {args.imgsz}")
     if not Path(args.space).is_file():
         raise UserError(f"{args.space}: no such file")
-    study = args.study or f"{Path(args.space).stem}-{format_budget(budget)}"
+    study = check_study_name(args.study or f"{Path(args.space).stem}-{format_budget(budget)}")
+    pruner = args.pruner or ("none" if args.objective == "pareto" else DEFAULT_PRUNER)
+    if args.objective == "pareto" and pruner != "none":
+        raise UserError(f"--pruner {pruner}: Optuna cannot prune multi-objective trials; "
+                        f"--objective pareto trains every candidate to the end")
     cpus = args.cpus_per_trial or max(1.0, float((os.cpu_count() or 1) // args.workers))
     cfg = SearchConfig(
         space=str(args.space), budget_ms=budget, study=study, storage=args.storage or default_storage(study),
         trials=args.trials, objective=args.objective,
         sampler=args.sampler or ("nsga2" if args.objective == "pareto" else "tpe"), seed=args.seed,
-        prune=args.prune, workers=args.workers, cpus_per_trial=cpus, gpus_per_trial=args.gpus_per_trial,
+        pruner=pruner, max_failures=args.max_failures, max_over_budget=args.max_over_budget,
+        workers=args.workers, cpus_per_trial=cpus, gpus_per_trial=args.gpus_per_trial,
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
         latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,
         fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,

@@ -16,7 +16,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from nas.search.config import default_storage
-    from nas.search.progress import counts, trials_table
+    from nas.search.progress import counts, counts_line, trials_table
     from nas.search.study import best_feasible, load_study
 
     study = load_study(args.study, args.storage or default_storage(args.study))
@@ -29,9 +29,8 @@ def run(args) -> int:
     if target:
         console.print(f"target: {target.get('device')} / {target.get('backend')} / {target.get('threads')} threads / "
                       f"{target.get('imgsz')}px on {target.get('processor')}")
-    console.print(f"trials {c['done']}/{cfg.get('trials', '?')}: {c['feasible']} feasible, {c['infeasible']} over "
-                  f"budget, {c['pruned']} pruned, {c['failed']} failed, {c['running']} running, "
-                  f"{c['waiting']} queued")
+    console.print(f"{counts_line(c, cfg.get('trials', '?'))}  running {c['running']}  queued {c['waiting']}",
+                  soft_wrap=True)
     console.print(trials_table(study, limit=args.limit))
     best = best_feasible(study)
     if best:

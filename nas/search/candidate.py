@@ -6,12 +6,14 @@ turns those reports into Optuna calls.
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
 
 def run_candidate(config: dict) -> None:
     """Ray Tune function trainable. config: {"arch", "fidelity", "threads"}."""
+    import ray
     import torch
     from ray import tune
 
@@ -21,11 +23,13 @@ def run_candidate(config: dict) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     fid = config["fidelity"]
     start = time.perf_counter()
+    where = {"node": ray.util.get_node_ip_address(), "pid": os.getpid()}  # recorded with the trial
 
     def report_epoch(epoch: int, metrics: dict) -> None:
         # train_s on every report: a trial stopped by the pruner ends with its last epoch's report
         tune.report({"epoch": epoch + 1, "map": _num(metrics.get("map")), "map50": _num(metrics.get("map50")),
-                     "loss": _num(metrics.get("loss")), "final": False, "train_s": time.perf_counter() - start})
+                     "loss": _num(metrics.get("loss")), "final": False, "train_s": time.perf_counter() - start,
+                     **where})
 
     try:
         torch.manual_seed(fid["seed"])
@@ -37,11 +41,18 @@ def run_candidate(config: dict) -> None:
                      "map50": _num(result.final.get("map50")), "final": True, "epochs_run": result.epochs_run,
                      "train_s": time.perf_counter() - start})
     except Exception as e:  # noqa: BLE001 - any failure becomes a FAIL trial with its reason
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if isinstance(e, (MemoryError,)) or "out of memory" in str(e).lower():
-            reason = f"out of memory: {reason}"
-        tune.report({"failed": True, "reason": reason[:500], "traceback": traceback.format_exc()[-2000:],
-                     "final": True})
+        # "map" too: Tune refuses a result without the searcher's metric, and would end the search
+        tune.report({"failed": True, "reason": failure_reason(e), "traceback": traceback.format_exc()[-2000:],
+                     "final": True, "map": float("nan"), **where})
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for the study: the exception, with out-of-memory errors (CPU or CUDA) said plainly."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    reason = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+        reason = f"out of memory: {reason}"
+    return reason[:500]
 
 
 def _num(v) -> float:

@@ -5,10 +5,27 @@ budget, target and fidelity even if the user forgets a flag.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from nas.errors import UserError
+
 STUDIES_DIR = Path("studies")
+PRUNERS = ("median", "sha", "hyperband", "none")  # built by nas.search.pruning
+DEFAULT_PRUNER = "median"  # chosen by benchmarks/bench_pruner.py (README)
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+# The settings that define a search, with the flag that sets each. A study records them when it is
+# created; resuming with any of them changed would mix incomparable trials, so it is refused.
+# Not here: how the search runs (--trials, --workers, --cpus-per-trial, --address, --storage, ...).
+IDENTITY_FLAGS = {
+    "space_hash": "the space file", "budget_ms": "--budget", "objective": "--objective",
+    "sampler": "--sampler", "pruner": "--pruner", "seed": "--seed",
+    "data": "--data", "epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "lr": "--lr",
+    "latency": "--latency", "latency_device": "--latency-device", "latency_backend": "--latency-backend",
+    "latency_threads": "--latency-threads",
+}
 
 
 @dataclass
@@ -37,7 +54,7 @@ class SearchConfig:
     objective: str = "constrained"   # "constrained": max mAP s.t. latency <= budget; "pareto": (mAP, latency)
     sampler: str = "tpe"             # tpe | random | nsga2
     seed: int = 0
-    prune: bool = True
+    pruner: str = DEFAULT_PRUNER     # median | sha | hyperband | none (nas.search.pruning)
     workers: int = 1                 # concurrent Ray trials
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -48,11 +65,13 @@ class SearchConfig:
     latency_device: str = "cpu"
     latency_cache: str | None = None  # folder of the per-target block tables (default: studies/latency)
     max_failures: int = 5            # consecutive failed trials that stop the search
+    max_over_budget: int = 200       # consecutive over-budget candidates that stop it (nothing fits)
     fidelity: Fidelity = field(default_factory=Fidelity)
 
     @property
     def folder(self) -> Path:
-        return STUDIES_DIR / self.study
+        """The study's own folder (lock, Ray's files; the SQLite storage by default)."""
+        return STUDIES_DIR / check_study_name(self.study)
 
     @property
     def latency_folder(self) -> Path:
@@ -63,13 +82,33 @@ class SearchConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def identity(self, space_hash: str) -> dict:
+        """What this search is (IDENTITY_FLAGS' keys): stored with the study, compared on resume."""
+        f = self.fidelity
+        return {"space_hash": space_hash, "budget_ms": self.budget_ms, "objective": self.objective,
+                "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
+                "data": f.data, "epochs": f.epochs, "imgsz": f.imgsz, "batch": f.batch, "lr": f.lr,
+                "latency": self.latency, "latency_device": self.latency_device,
+                "latency_backend": self.latency_backend, "latency_threads": self.latency_threads}
+
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
+        d = dict(d)
+        if "prune" in d and "pruner" not in d:  # studies made before the pruner was a choice
+            d["pruner"] = "median" if d["prune"] else "none"
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["fidelity"] = Fidelity(**d.get("fidelity", {}))
         return cls(**d)
 
 
+def check_study_name(name: str) -> str:
+    """A study name becomes a folder under studies/: no path separators, no '..', no surprises."""
+    if not _STUDY_NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"study name {name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
+                        f"starting with a letter or digit, at most 128 characters")
+    return name
+
+
 def default_storage(study: str) -> str:
-    return f"sqlite:///{STUDIES_DIR / study / 'study.db'}"
+    return f"sqlite:///{STUDIES_DIR / check_study_name(study) / 'study.db'}"

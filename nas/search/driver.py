@@ -1,6 +1,6 @@
 """The search loop: Optuna decides, Ray runs, the study remembers.
 
-    run_search(cfg)  # creates or resumes cfg.study, runs until it holds cfg.trials finished trials
+    run_search(cfg)  # creates or resumes cfg.study, runs until it holds cfg.trials evaluated trials
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from nas.errors import UserError
 
 from .config import SearchConfig
 from .latency import LatencyOracle
-from .progress import Progress, counts, trials_table
-from .study import best_feasible, finished, open_study, recover_interrupted
+from .progress import Progress, counts, counts_line, trials_table
+from .pruning import make_pruner
+from .study import best_feasible, evaluated, open_study, recover_interrupted, requeue_interrupted
 
 
 def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
@@ -33,14 +34,6 @@ def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
     if cfg.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.trials // 4)))
     raise UserError(f"unknown sampler {cfg.sampler!r}: use tpe, random or nsga2")
-
-
-def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
-    if not cfg.prune or cfg.fidelity.epochs < 2:
-        return optuna.pruners.NopPruner()
-    # n_min_trials, not n_startup_trials: over-budget candidates are COMPLETE too, but they report no
-    # learning curve, so only trials that reported at a step may set its median.
-    return optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=2, n_min_trials=3)  # steps: 1-based epochs
 
 
 def data_classes(spec: str) -> int:
@@ -85,13 +78,14 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
     nc = data_classes(data)
 
     with study_lock(cfg.folder):
-        study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(), make_pruner(cfg))
+        study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(),
+                           make_pruner(cfg.pruner, cfg.fidelity.epochs))
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
         recovered = recover_interrupted(study)
         if recovered:
             console.print(f"re-running trial(s) {recovered} left unfinished by an interrupted search")
-        if len(finished(study)) >= cfg.trials:
-            console.print(f"study {cfg.study!r} already has {len(finished(study))} finished trials "
+        if len(evaluated(study)) >= cfg.trials:
+            console.print(f"study {cfg.study!r} already has {len(evaluated(study))} evaluated trials "
                           f"(target {cfg.trials}); raise --trials to search further")
             console.print(trials_table(study, limit=10))
             return 0
@@ -180,9 +174,7 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
     finally:
         interrupted = interrupted or bool(searcher.live)
         for trial in list(searcher.live.values()):  # Ctrl-C mid-trial: re-run them on resume
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+            requeue_interrupted(study, trial.number, trial.params, "interrupted (Ctrl-C)")
         searcher.live.clear()
         if started_ray:
             ray.shutdown()
@@ -190,16 +182,15 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
     c = counts(study)
     console.print(trials_table(study, limit=15))
     best = best_feasible(study)
-    console.print(f"study {cfg.study!r}: {c['done']}/{cfg.trials} trials, {c['feasible']} feasible, "
-                  f"{c['infeasible']} over budget, {c['pruned']} pruned, {c['failed']} failed; storage {cfg.storage}")
+    console.print(f"study {cfg.study!r}: {counts_line(c, cfg.trials)}; storage {cfg.storage}", soft_wrap=True)
     if best:
         console.print(f"best: trial #{best.number}, mAP {best.values[0]:.4f} at {best.user_attrs['latency_ms']:.2f} ms "
-                      f"(budget {cfg.budget_ms:g} ms). Export: nas export {cfg.study} -o best.yaml")
+                      f"(budget {cfg.budget_ms:g} ms). Export: nas export {cfg.study} -o best.yaml", soft_wrap=True)
     if interrupted:
         console.print(f"interrupted: the study is safe. Resume with: nas resume {cfg.study}")
         return 130
     if searcher.stop_reason:
-        console.print(f"[red]search stopped: {searcher.stop_reason}[/]")
+        console.print(f"search stopped: {searcher.stop_reason}", style="red", markup=False, soft_wrap=True)
         return 1
     return 0
 

@@ -14,12 +14,12 @@ from .study import is_feasible
 
 
 def counts(study: optuna.Study) -> dict:
-    trials = study.get_trials(deepcopy=False)
-    c = {s: 0 for s in ("complete", "feasible", "infeasible", "pruned", "failed", "running", "waiting")}
-    for t in trials:
+    """Trials by what they mean to the search. `evaluated` (trained to the end + pruned) is what
+    --trials counts; over-budget candidates are recorded but never trained."""
+    c = {s: 0 for s in ("trained", "over_budget", "pruned", "failed", "running", "waiting")}
+    for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
-            c["complete"] += 1
-            c["feasible" if is_feasible(t) else "infeasible"] += 1
+            c["trained" if t.user_attrs.get("trained") else "over_budget"] += 1
         elif t.state == TrialState.PRUNED:
             c["pruned"] += 1
         elif t.state == TrialState.FAIL:
@@ -28,8 +28,14 @@ def counts(study: optuna.Study) -> dict:
             c["running"] += 1
         else:
             c["waiting"] += 1
-    c["done"] = c["complete"] + c["pruned"]
+    c["evaluated"] = c["trained"] + c["pruned"]
     return c
+
+
+def counts_line(c: dict, target) -> str:
+    """The same words on the live line, in the summary and in `nas status`."""
+    return (f"evaluated {c['evaluated']}/{target} ({c['trained']} trained, {c['pruned']} pruned)  "
+            f"over budget {c['over_budget']} (not counted)  failed {c['failed']}")
 
 
 class Progress:
@@ -57,16 +63,15 @@ class Progress:
 
         c = counts(self.study)
         if self.start_done is None:
-            self.start_done = c["done"]
+            self.start_done = c["evaluated"]
         best = best_feasible(self.study)
         best_txt = (f"best mAP [bold]{best.values[0]:.4f}[/] @ {best.user_attrs.get('latency_ms', math.nan):.2f} ms "
                     f"(#{best.number})" if best else "no feasible trial yet")
         elapsed = time.perf_counter() - self.start
-        new = c["done"] - self.start_done
-        eta = f"ETA {_duration(elapsed / new * (self.target - c['done']))}" if new > 0 and c["done"] < self.target else ""
-        self.live.update(f"[cyan]trials {c['done']}/{self.target}[/]  feasible {c['feasible']}  "
-                         f"over budget {c['infeasible']}  pruned {c['pruned']}  failed {c['failed']}  "
-                         f"running {c['running']}  |  {best_txt}  {eta}")
+        new = c["evaluated"] - self.start_done
+        left = self.target - c["evaluated"]
+        eta = f"ETA {_duration(elapsed / new * left)}" if new > 0 and left > 0 else ""
+        self.live.update(f"[cyan]{counts_line(c, self.target)}[/]  running {c['running']}  |  {best_txt}  {eta}")
 
 
 def _duration(s: float) -> str:
@@ -74,23 +79,26 @@ def _duration(s: float) -> str:
 
 
 def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
-    """Trials best first: feasible by mAP, then over-budget, pruned and failed ones."""
+    """Trials best first: trained by mAP, then pruned (by their last mAP), over-budget and failed ones."""
     trials = study.get_trials(deepcopy=False)
+    order = {"trained": 0, "pruned": 1, "over": 2}
 
     def rank(t):
-        feasible = is_feasible(t)
-        return (not feasible, t.state != TrialState.COMPLETE, -(t.values[0] if t.values else -1), t.number)
+        kind = ("trained" if t.user_attrs.get("trained") else "over") if t.state == TrialState.COMPLETE else \
+            t.state.name.lower()
+        mAP = t.user_attrs.get("map")
+        return (order.get(kind, 3), -(mAP if isinstance(mAP, float) and not math.isnan(mAP) else -1), t.number)
 
     table = Table(title_justify="left", pad_edge=False)
     for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"), ("ms", "right"),
                       ("params", "right"), ("GFLOPs", "right"), ("ep", "right"), ("s", "right"),
                       ("note", "left")):
-        table.add_column(col, justify=just, no_wrap=col != "note")
+        table.add_column(col, justify=just, no_wrap=True, overflow="ellipsis")
     for t in sorted(trials, key=rank)[:limit]:
         a = t.user_attrs
         state = t.state.name.lower()
         if t.state == TrialState.COMPLETE:
-            state = "feasible" if is_feasible(t) else "over"
+            state = "feasible" if is_feasible(t) and a.get("trained") is not False else "over"
         table.add_row(str(t.number), state, _f(a.get("map") if t.state != TrialState.COMPLETE else t.values[0], 4),
                       _f(a.get("map50"), 4), _f(a.get("latency_ms"), 2),
                       f"{a['params'] / 1e6:.2f}M" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),

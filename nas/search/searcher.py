@@ -4,9 +4,11 @@ Why not Tune's OptunaSearch: it has no constraint hook, forces a no-op pruner an
 stopped early as COMPLETE with a partial score. Here Optuna keeps full control:
 - suggest(): study.ask() -> architecture -> latency. Over budget: told at once as infeasible
   (never trained, never sent to Ray); within budget: sent to Ray for proxy training.
-- on_trial_result(): trial.report(mAP, epoch), so the Optuna pruner sees the learning curve.
+- on_trial_result(): trial.report(mAP, epoch), so the Optuna pruner sees the learning curve
+  (multi-objective studies cannot report: their curve is kept as a user attribute only).
 - PruneStopper asks the pruner; a stopped trial is told PRUNED, never COMPLETE.
-- on_trial_complete(): tell COMPLETE with the final mAP, or FAIL with the reason.
+- on_trial_complete(): tell COMPLETE with the final mAP, or FAIL with the reason; a failure is a
+  trial's end, never the search's, until `max_failures` of them come in a row.
 """
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ from ray.tune import Stopper
 from ray.tune.search import Searcher
 
 from .config import SearchConfig
-from .study import finished
-
-MAX_INFEASIBLE_IN_A_ROW = 2000  # a space with (almost) nothing under budget must not spin forever
+from .study import evaluated
 
 
 class OptunaSearcher(Searcher):
@@ -30,14 +30,17 @@ class OptunaSearcher(Searcher):
                  on_change: Callable[[], None] = lambda: None):
         super().__init__(metric="map", mode="max")
         self.study, self.cfg = study, cfg
-        self.make_candidate = make_candidate  # trial -> {"arch", "attrs", "latency_ms"} (driver side)
+        self.make_candidate = make_candidate  # trial -> {"arch", "latency_ms", "fidelity", "threads"} (driver side)
         self.on_change = on_change
+        self.multi_objective = len(study.directions) > 1  # Optuna cannot prune those: no trial.report
         self.live: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial
         self.reported: dict[str, int] = {}       # Tune trial id -> last epoch told to Optuna
         self.started: dict[str, float] = {}
         self.pruned: set[str] = set()
-        self.done = len(finished(study))
+        self.done = len(evaluated(study))        # evaluated trials: what --trials counts
         self.failures_in_a_row = 0
+        self.over_budget_in_a_row = 0
+        self.fastest_over_budget = math.inf      # ms, over the current run of over-budget candidates
         self.stop_reason: str | None = None
         self.trial_seconds: list[float] = []
 
@@ -51,11 +54,9 @@ class OptunaSearcher(Searcher):
 
     # -- Tune calls these ---------------------------------------------------------------------------
     def suggest(self, trial_id: str):
-        if self.stop_reason:
-            return Searcher.FINISHED if not self.live else None
-        for _ in range(MAX_INFEASIBLE_IN_A_ROW):
-            if self.done >= self.cfg.trials:
-                return Searcher.FINISHED if not self.live else None
+        while True:
+            if self.stop_reason or self.done >= self.cfg.trials:
+                return None if self.live else Searcher.FINISHED
             if self.done + len(self.live) >= self.cfg.trials:
                 return None  # the target is covered by running trials; wait (one may still fail)
             trial = self.study.ask()
@@ -63,21 +64,17 @@ class OptunaSearcher(Searcher):
                 cand = self.make_candidate(trial)
             except Exception as e:  # noqa: BLE001 - a candidate that cannot be built is a FAIL, not a crash
                 self._fail(trial, f"{type(e).__name__}: {e}")
-                if self.stop_reason:
-                    return None if self.live else Searcher.FINISHED
                 continue
             if cand["latency_ms"] > self.cfg.budget_ms:
-                self._tell_infeasible(trial, cand)
+                self._tell_over_budget(trial, cand)
                 continue
+            self.over_budget_in_a_row, self.fastest_over_budget = 0, math.inf
             trial.set_user_attr("trained", True)
             self.live[trial_id] = trial
             self.started[trial_id] = time.perf_counter()
             self.on_change()
             return {"arch": cand["arch"], "fidelity": cand["fidelity"], "threads": cand["threads"],
                     "number": trial.number}
-        self.stop_reason = (f"{MAX_INFEASIBLE_IN_A_ROW} candidates in a row were over the "
-                            f"{self.cfg.budget_ms:g} ms budget: raise the budget or shrink the space")
-        return None if self.live else Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Idempotent: the stopper may see a result before Tune hands it to us.
@@ -85,9 +82,15 @@ class OptunaSearcher(Searcher):
         if trial is None or result.get("final") or result.get("failed"):
             return
         epoch = int(result["epoch"])
-        if self.reported.get(trial_id, 0) < epoch and not math.isnan(result["map"]):
+        if self.reported.get(trial_id, 0) >= epoch:
+            return
+        if trial_id not in self.reported and "node" in result:  # where it runs: to find a worker, or a bad node
+            trial.set_user_attr("worker", {"node": result["node"], "pid": result.get("pid")})
+        self.reported[trial_id] = epoch
+        curve = [*trial.user_attrs.get("curve", []), _round(result["map"])]
+        trial.set_user_attr("curve", curve)  # mAP per epoch, also for multi-objective studies
+        if not self.multi_objective and not math.isnan(result["map"]):
             trial.report(result["map"], step=epoch)
-            self.reported[trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
@@ -98,16 +101,13 @@ class OptunaSearcher(Searcher):
         trial.set_user_attr("wall_s", round(wall, 3))
         result = result or {}
         if error or result.get("failed"):
-            reason = result.get("reason") or "the Ray worker died (killed, or out of memory)"
-            self._fail(trial, reason)
+            self._fail(trial, result.get("reason") or "the Ray worker died (killed, out of memory, or its node was lost)")
             return
-        self.failures_in_a_row = 0
-        self.trial_seconds.append(wall)
+        if "train_s" in result:  # time inside the worker; wall_s - train_s is scheduling overhead
+            trial.set_user_attr("train_s", round(result["train_s"], 3))
         mAP = result.get("map", float("nan"))
         trial.set_user_attr("map", mAP)
         trial.set_user_attr("map50", result.get("map50", float("nan")))
-        if "train_s" in result:  # time inside the worker; wall_s - train_s is scheduling overhead
-            trial.set_user_attr("train_s", round(result["train_s"], 3))
         if trial_id in self.pruned:
             self.pruned.discard(trial_id)
             trial.set_user_attr("epochs_run", int(result.get("epoch", 0)))
@@ -118,15 +118,17 @@ class OptunaSearcher(Searcher):
         else:
             trial.set_user_attr("epochs_run", int(result.get("epochs_run", result.get("epoch", 0))))
             self.study.tell(trial, self._values(mAP, trial.user_attrs["latency_ms"]))
+        self.failures_in_a_row = 0
+        self.trial_seconds.append(wall)
         self.done += 1
         self.on_change()
 
     # -- helpers ------------------------------------------------------------------------------------
     def should_prune(self, trial_id: str) -> bool:
         trial = self.live.get(trial_id)
-        if not self.cfg.prune or trial is None or len(self.study.directions) > 1:
+        if self.cfg.pruner == "none" or trial is None or self.multi_objective:
             return False
-        if trial.should_prune():
+        if trial.should_prune():  # the pruner never judges the last epoch (nas.search.pruning)
             self.pruned.add(trial_id)
             return True
         return False
@@ -134,11 +136,19 @@ class OptunaSearcher(Searcher):
     def _values(self, mAP: float, latency_ms: float):
         return [mAP, latency_ms] if self.cfg.objective == "pareto" else mAP
 
-    def _tell_infeasible(self, trial: optuna.Trial, cand: dict) -> None:
+    def _tell_over_budget(self, trial: optuna.Trial, cand: dict) -> None:
+        """Recorded (COMPLETE, infeasible) so that the sampler learns where the budget lies, but
+        never trained and not counted towards --trials."""
         trial.set_user_attr("trained", False)
         trial.set_user_attr("map", 0.0)
         self.study.tell(trial, self._values(0.0, cand["latency_ms"]))
-        self.done += 1
+        self.over_budget_in_a_row += 1
+        self.fastest_over_budget = min(self.fastest_over_budget, cand["latency_ms"])
+        if self.over_budget_in_a_row >= self.cfg.max_over_budget:
+            looser = math.ceil(self.fastest_over_budget * 1.25)
+            self.stop_reason = (f"{self.over_budget_in_a_row} candidates in a row were over the "
+                                f"{self.cfg.budget_ms:g} ms budget (the fastest took {self.fastest_over_budget:.2f} ms): "
+                                f"almost nothing in this space fits; try --budget {looser}ms or a smaller space")
         self.on_change()
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
@@ -146,8 +156,13 @@ class OptunaSearcher(Searcher):
         self.study.tell(trial, state=TrialState.FAIL)
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= self.cfg.max_failures:
-            self.stop_reason = f"{self.failures_in_a_row} trials failed in a row; last: {reason[:200]}"
+            self.stop_reason = (f"{self.failures_in_a_row} trials failed in a row (last: {reason[:200]}); "
+                                f"see `nas status {self.cfg.study}` for each reason")
         self.on_change()
+
+
+def _round(v: float) -> float:
+    return v if math.isnan(v) else round(float(v), 6)
 
 
 class PruneStopper(Stopper):

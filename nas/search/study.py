@@ -13,10 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
 
-from .config import SearchConfig
-
-# Settings that define *what* is searched: changing them mid-study would mix incomparable trials.
-IDENTITY_KEYS = ("space_hash", "budget_ms", "objective")
+from .config import IDENTITY_FLAGS, SearchConfig
 
 
 def _storage(url: str):
@@ -33,25 +30,55 @@ def directions(objective: str) -> list[str]:
 
 
 def open_study(cfg: SearchConfig, space_hash: str, sampler: optuna.samplers.BaseSampler,
-               pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Create the study, or load it and check it is the same search."""
+               pruner: optuna.pruners.BasePruner, extra: dict | None = None) -> optuna.Study:
+    """Create the study, or load it and refuse to go on unless it is the same search.
+
+    A new study records cfg, its identity (IDENTITY_FLAGS) and `extra` (e.g. the data split used).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(cfg.storage)
+    identity = cfg.identity(space_hash)
+    existing = _existing(cfg.study, storage)
+    if existing is not None:
+        stored = existing.user_attrs
+        if "config" in stored:
+            _check_same_search(cfg.study, stored.get("identity") or _identity_of_old(stored), identity)
     study = optuna.create_study(study_name=cfg.study, storage=storage, load_if_exists=True,
                                 directions=directions(cfg.objective), sampler=sampler, pruner=pruner)
-    identity = {"space_hash": space_hash, "budget_ms": cfg.budget_ms, "objective": cfg.objective}
-    stored = study.user_attrs
-    if "config" not in stored:
-        for k, v in identity.items():
-            study.set_user_attr(k, v)
-        study.set_user_attr("config", cfg.to_dict())
-    else:
-        for k in IDENTITY_KEYS:
-            if stored.get(k) != identity[k]:
-                raise UserError(f"study {cfg.study!r} was created with {k}={stored.get(k)!r}, not {identity[k]!r}; "
-                                f"resume it unchanged or pass --study NEW_NAME")
-        study.set_user_attr("config", {**stored["config"], "trials": cfg.trials})
+    if "config" not in study.user_attrs:
+        for key, value in {**(extra or {}), "space_hash": space_hash, "budget_ms": cfg.budget_ms,
+                           "objective": cfg.objective, "identity": identity}.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("config", cfg.to_dict())  # last: its presence marks a complete record
+    else:  # the same search; how it runs (target, workers, ...) is this invocation's
+        study.set_user_attr("config", {**study.user_attrs["config"], "trials": cfg.trials, "workers": cfg.workers})
     return study
+
+
+def _existing(name: str, storage) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    except KeyError:
+        return None
+
+
+def _identity_of_old(stored: dict) -> dict:
+    """Studies recorded before the whole identity was: derive it from their stored config."""
+    return SearchConfig.from_dict(stored["config"]).identity(stored.get("space_hash"))
+
+
+def _check_same_search(name: str, stored: dict, wanted: dict) -> None:
+    differ = [k for k in IDENTITY_FLAGS if k in stored and stored[k] != wanted.get(k)]
+    if not differ:
+        return
+    what = "; ".join("the space file has changed since" if k == "space_hash" else
+                     f"{IDENTITY_FLAGS[k]} {_show(stored[k])}, not {_show(wanted.get(k))}" for k in differ)
+    raise UserError(f"study {name!r} is another search ({what}): resume it as it was with `nas resume {name}`, "
+                    f"or start a new study with --study NEW_NAME")
+
+
+def _show(value) -> str:
+    return "(default)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
@@ -66,20 +93,38 @@ def load_study(name: str, storage: str) -> optuna.Study:
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Trials a killed driver left RUNNING: mark FAIL (reason kept) and queue their params again,
-    so the re-run evaluates the same candidate. Returns the recovered trial numbers."""
-    numbers = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the search stopped mid-trial")
-        study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-        numbers.append(t.number)
-    return numbers
+    """Trials a killed driver left RUNNING: re-run each with the same params. Returns their numbers."""
+    queued = {t.user_attrs.get("rerun_of") for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
+        requeue_interrupted(study, t.number, t.params, "interrupted: the search stopped mid-trial",
+                            already_queued=t.number in queued)
+    return [t.number for t in running]
 
 
-def finished(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that count towards --trials: COMPLETE (feasible or not) and PRUNED."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+def requeue_interrupted(study: optuna.Study, number: int, params: dict, reason: str,
+                        already_queued: bool = False) -> None:
+    """An interrupted trial is FAIL (reason kept) and its params are queued again, so that the next
+    run evaluates the same candidate. Queue first: a driver killed between the two steps leaves the
+    trial RUNNING, and the next recovery finds its re-run already queued. Trials that failed on
+    their own are never re-run (a deterministic failure would loop)."""
+    if not already_queued:
+        study.enqueue_trial(params, user_attrs={"rerun_of": number}, skip_if_exists=False)
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    study.tell(number, state=TrialState.FAIL)
+
+
+def is_evaluated(t: FrozenTrial) -> bool:
+    """Counts towards --trials: trained to the end (COMPLETE) or stopped by the pruner (PRUNED).
+    Over-budget candidates are COMPLETE too, so that the sampler learns where the budget lies, but
+    they were never trained and do not count; nor do failed trials."""
+    return t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and t.user_attrs.get("trained") is True)
+
+
+def evaluated(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if is_evaluated(t)]
 
 
 def is_feasible(t: FrozenTrial) -> bool:

@@ -1,0 +1,60 @@
+"""Multi-fidelity: which Optuna pruner stops unpromising candidates, and the rules every one obeys.
+
+Steps are 1-based epochs. Two rules hold whatever the pruner:
+- a trial that reached its last epoch is never pruned: stopping it saves nothing and would hide a
+  finished result (it is COMPLETE);
+- only trials that reported a learning curve are compared: over-budget candidates are COMPLETE but
+  never trained, so they must not set a median or fill a rung (Optuna's pruners read intermediate
+  values, which those trials do not have, and `n_min_trials` keeps the median pruner honest).
+
+The default (config.DEFAULT_PRUNER) was chosen by `benchmarks/bench_pruner.py` (figures in the README).
+"""
+from __future__ import annotations
+
+import optuna
+from optuna.pruners import BasePruner
+
+from .config import PRUNERS
+
+
+class _KeepsLastEpoch:
+    """Mixin: never judge the last epoch (a trial that trained to the end is COMPLETE). A mixin,
+    not a wrapper, because Optuna's samplers recognise HyperbandPruner by its type."""
+    epochs: int
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step >= self.epochs:
+            return False
+        return super().prune(study, trial)
+
+
+class MedianPruner(_KeepsLastEpoch, optuna.pruners.MedianPruner):
+    pass
+
+
+class SuccessiveHalvingPruner(_KeepsLastEpoch, optuna.pruners.SuccessiveHalvingPruner):
+    pass
+
+
+class HyperbandPruner(_KeepsLastEpoch, optuna.pruners.HyperbandPruner):
+    pass
+
+
+def make_pruner(kind: str, epochs: int) -> BasePruner:
+    """The pruner of a search of `epochs` proxy epochs; "none" (or a single epoch) never prunes."""
+    if kind not in PRUNERS:
+        raise ValueError(f"unknown pruner {kind!r}: use one of {', '.join(PRUNERS)}")
+    if kind == "none" or epochs < 2:
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        # Judged from epoch 2 (warm-up: epoch 1 of a from-scratch proxy says little), against the
+        # median of at least 3 trials that reached the same epoch.
+        pruner = MedianPruner(n_startup_trials=0, n_warmup_steps=2, n_min_trials=3)
+    elif kind == "sha":
+        # Rungs at epochs 1, 3, 9, ...: keep the best third at each (asynchronous successive halving).
+        pruner = SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    else:
+        pruner = HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    pruner.epochs = epochs
+    return pruner
