@@ -1,4 +1,8 @@
-"""Small real models for tests, and BatchNorm statistics worth fusing."""
+"""Small real models for tests, BatchNorm statistics worth fusing, and the shared data sets."""
+import os
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn as nn
 
@@ -27,3 +31,22 @@ def randomize_bn(model: nn.Module, seed: int = 0, spread: float = 0.5) -> nn.Mod
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * spread)
     return model
+
+
+COCO128 = Path(os.environ.get("NAS_COCO128") or Path(__file__).resolve().parents[2] / "shared/data/coco128")
+
+
+def require_data(path: Path, what: str) -> Path:
+    """`path` if it exists. Otherwise the test SKIPS, saying what is missing, except in CI (CI=true),
+    where a missing data set is a FAILURE: CI must not pass by skipping the real-data checks."""
+    if not path.exists():
+        message = f"{what} not found at {path}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: the data set must be there)")
+        pytest.skip(message)
+    return path
+
+
+def coco128() -> Path:
+    """The coco128 folder (../shared/data/coco128, or $NAS_COCO128), under require_data's rule."""
+    return require_data(COCO128 / "data.yaml", "coco128 (set NAS_COCO128)").parent

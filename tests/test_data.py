@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,8 @@ from evaluators.data import Augment, collate, load_dataset, make_loader
 from evaluators.data.synthetic import generate
 from nas.errors import UserError
 
-COCO128 = Path(os.environ.get("NAS_COCO128") or Path(__file__).resolve().parents[2] / "shared/data/coco128")
+from .helpers import coco128
+
 RED = (220, 20, 20)
 
 
@@ -37,6 +37,12 @@ def write_labels(path: Path, rows: list[str]):
 def write_yaml(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def val_folder(root: Path) -> str:
+    """A separate one-image val folder, so the train split is loaded whole (no held-out part)."""
+    write_image(root / "valset/v.png", 16, 16)
+    return "valset"
 
 
 def red_box(image: torch.Tensor) -> np.ndarray:
@@ -71,7 +77,7 @@ def test_yolo_folder_with_bad_rows_polygons_and_broken_images(tmp_path):
     ])
     write_labels(root / "labels/train/d.txt", ["0 0.5 0.5 0.1 0.1"])
     (root / "images/train/d.png").write_bytes(b"definitely not a png")  # undecodable
-    data = write_yaml(root / "data.yaml", {"path": ".", "train": "images/train", "val": "images/train",
+    data = write_yaml(root / "data.yaml", {"path": ".", "train": "images/train", "val": val_folder(root),
                                            "names": {0: "cat", 1: "dog", 2: "bird"}})
 
     ds = load_dataset(data, "train", imgsz=64)
@@ -118,8 +124,10 @@ def test_yolo_user_errors_and_absolute_path_fallback(tmp_path):
 
     with pytest.raises(UserError, match="not found"):
         load_dataset(tmp_path / "missing.yaml")
-    with pytest.raises(UserError, match="no 'val' split"):
-        load_dataset(ok, "val")
+    with pytest.raises(UserError, match="1 image.*too few to hold out a validation split"):
+        load_dataset(ok, "val")  # no val, and one image: nothing can be held out
+    with pytest.raises(UserError, match="no 'test' split"):
+        load_dataset(ok, "test")
     gone = write_yaml(tmp_path / "gone.yaml", {"train": "images/nope", "names": ["x"]})
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(gone)
@@ -133,7 +141,7 @@ def test_split_without_a_usable_image_is_an_error(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images/a.jpg").write_bytes(b"\xff\xd8 broken")
     (tmp_path / "images/b.png").write_bytes(b"")
-    data = write_yaml(tmp_path / "data.yaml", {"train": "images", "names": ["x"]})
+    data = write_yaml(tmp_path / "data.yaml", {"train": "images", "val": val_folder(tmp_path), "names": ["x"]})
     with pytest.raises(UserError, match="no usable image.*2 undecodable image"):
         load_dataset(data)
 
@@ -146,7 +154,7 @@ def test_truncated_jpeg_is_skipped_when_cached_and_blank_when_lazy(tmp_path):
     whole = (tmp_path / "noise.jpg").read_bytes()
     (tmp_path / "images/cut.jpg").write_bytes(whole[:len(whole) * 2 // 3])  # header fine, data cut off
     write_labels(tmp_path / "labels/cut.txt", ["0 0.5 0.5 0.5 0.5"])
-    data = write_yaml(tmp_path / "data.yaml", {"train": "images", "names": ["x"]})
+    data = write_yaml(tmp_path / "data.yaml", {"train": "images", "val": val_folder(tmp_path), "names": ["x"]})
 
     cached = load_dataset(data, imgsz=32)
     assert len(cached) == 1 and cached.report["bad_image"] == 1 and cached.samples[0].path.name == "full.jpg"
@@ -180,8 +188,10 @@ def test_coco_json_category_mapping_iscrowd_and_bad_annotations(tmp_path):
     }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(coco))
+    val_json = tmp_path / "val.json"  # a pair, so the train JSON is loaded whole (no held-out part)
+    val_json.write_text(json.dumps({**coco, "images": coco["images"][1:2], "annotations": []}))
 
-    ds = load_dataset(path, imgsz=32)
+    ds = load_dataset(f"{path},{val_json}", imgsz=32)
     assert ds.names == ["car", "train", "toothbrush"] and ds.category_ids == [3, 7, 90]
     assert len(ds) == 2 and [s.id for s in ds.samples] == [11, 12]
     assert (ds.report["missing_image"], ds.report["bad_class"], ds.report["bad_row"]) == (1, 1, 2)
@@ -259,8 +269,9 @@ def test_augmentation_keeps_boxes_on_their_objects_and_inside(tmp_path):
         write_image(tmp_path / f"images/{i}.png", 100, 60, [rect])
         x1, y1, x2, y2 = rect
         write_labels(tmp_path / f"labels/{i}.txt", [f"0 {(x1 + x2) / 200} {(y1 + y2) / 120} {(x2 - x1) / 100} {(y2 - y1) / 60}"])
-    data = write_yaml(tmp_path / "d.yaml", {"train": "images", "names": ["r"]})
+    data = write_yaml(tmp_path / "d.yaml", {"train": "images", "val": val_folder(tmp_path), "names": ["r"]})
     ds = load_dataset(data, imgsz=64, augment=Augment(scale=0.5, translate=0.3, hsv=(0, 0, 0)))
+    assert len(ds) == 3
     torch.manual_seed(0)
     seen_flip = 0
     for _ in range(12):
@@ -319,9 +330,9 @@ def test_coco128_counts():
     them (000000000656, 000000000659, 12 rows) have no image here and two images (000000000250,
     000000000508) have no label file. What loads is 128 images, 929 boxes, 2 backgrounds (Ultralytics
     reports the same), and the report names the 2 orphan label files, so 929 + 12 = 941 rows."""
-    assert (COCO128 / "data.yaml").is_file(), f"coco128 not found at {COCO128} (set NAS_COCO128)"
+    root = coco128()
     for split, boxes, background in (("train", 929, 2), ("val", 898, 0)):
-        ds = load_dataset(COCO128 / "data.yaml", split, imgsz=160)
+        ds = load_dataset(root / "data.yaml", split, imgsz=160)
         assert (len(ds), ds.report["boxes"], ds.report["background"]) == (128, boxes, background)
         assert ds.nc == 80 and ds.names[0] == "person"
         orphans = [m for m in ds.report["examples"] if "no image for this label file" in m]
@@ -330,9 +341,9 @@ def test_coco128_counts():
         assert boxes + orphan_rows == {"train": 941, "val": 898}[split]  # the README's counts
         assert sum(len(ds.ground_truth(i)["labels"]) for i in range(len(ds))) == boxes
         # the same count straight from the files (5 numbers a row), for images that exist
-        rows = sum(len((COCO128 / f"labels/{split}2017/{p.stem}.txt").read_text().split())
-                   for p in (COCO128 / f"images/{split}2017").glob("*.jpg")
-                   if (COCO128 / f"labels/{split}2017/{p.stem}.txt").exists())
+        rows = sum(len((root / f"labels/{split}2017/{p.stem}.txt").read_text().split())
+                   for p in (root / f"images/{split}2017").glob("*.jpg")
+                   if (root / f"labels/{split}2017/{p.stem}.txt").exists())
         assert rows == boxes * 5
     image, targets, info = ds[0]
     assert image.shape == (3, 160, 160) and len(targets) == len(ds.ground_truth(0)["labels"])

@@ -57,7 +57,7 @@ def odd_shapes(tmp_path):
                                ("tall", (90, 160), ["1 0.5 0.6 0.6 0.3"])]:
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / "images" / f"{name}.png")
         (tmp_path / "labels" / f"{name}.txt").write_text("\n".join(rows) + "\n")
-    (tmp_path / "data.yaml").write_text("path: .\ntrain: images\nval: images\nnames: [a, b]\n")
+    (tmp_path / "data.yaml").write_text("path: .\nval: images\nnames: [a, b]\n")
     return tmp_path / "data.yaml"
 
 

@@ -11,8 +11,10 @@ from torch.utils.data import DataLoader, Dataset
 from nas.errors import UserError
 
 from .coco import load_coco
+from .holdout import Holdout
 from .images import decode_fit, fit_shape
 from .records import Source, summarize
+from .splits import Part, SplitPlan, describe, plan_splits, split_note
 from .synthetic import load_synthetic
 from .transforms import PAD_VALUE, Augment, letterbox
 from .yolo import load_yolo
@@ -23,7 +25,9 @@ def load_dataset(spec: str | Path, split: str = "train", imgsz: int = 320,
     """Open one split of a detection dataset.
 
     spec: `synthetic`, `synthetic:n=512,nc=4,seed=0,size=256`, an Ultralytics dataset YAML (or a
-    folder holding data.yaml), or a COCO JSON (a single split: `split` is not used).
+    folder holding data.yaml), a folder in the COCO layout, a COCO JSON, or a `train.json,val.json`
+    pair (splits.py). Data with no validation split is split: `val` is a deterministic held-out 20%
+    of its training images and `train` the rest (holdout.py); `dataset.split_note` then says so.
     imgsz: side of the square letterboxed images. augment: True for the default `Augment()`.
     cache: decode every image now and keep it in memory (resized to fit imgsz), also for later
     datasets in this process; False reads only headers now and decodes on each access.
@@ -32,25 +36,28 @@ def load_dataset(spec: str | Path, split: str = "train", imgsz: int = 320,
     """
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 8:
         raise UserError(f"image size must be an integer >= 8, got {imgsz!r}")
-    text = str(spec)
-    path = Path(text).expanduser()
-    if text == "synthetic" or text.startswith("synthetic:"):
-        source = load_synthetic(text, split, imgsz)
-    elif path.is_dir() and (path / "data.yaml").is_file():
-        source = load_yolo(path / "data.yaml", split, imgsz, cache)
-    elif path.suffix.lower() in (".yaml", ".yml"):
-        source = load_yolo(path, split, imgsz, cache)
-    elif path.suffix.lower() == ".json":
-        source = load_coco(path, imgsz, cache)
-    else:
-        raise UserError(f"unknown dataset {text!r}: expected 'synthetic[:key=value,...]', "
-                        "a dataset YAML, a folder with data.yaml, or a COCO JSON")
+    plan = plan_splits(spec)
+    part, holdout = plan.part(split)
+    source = _read(plan, part, imgsz, cache, holdout)
     if not source.samples:
         report = summarize(source.name, source.report.as_dict([]))
         first = f" (first: {source.report.examples[0]})" if source.report.examples else ""
         raise UserError(f"no usable image in {report}{first}")
     augment = Augment() if augment is True else (augment or None)
-    return DetectionDataset(source, imgsz, augment)
+    return DetectionDataset(source, imgsz, augment, describe(plan, source.held_out))
+
+
+def _read(plan: SplitPlan, part: Part, imgsz: int, cache: bool, holdout: Holdout | None) -> Source:
+    if part.kind == "synthetic":
+        return load_synthetic(part.path, part.key, imgsz)
+    if part.kind == "coco":
+        other = plan.other_half(part)
+        source = load_coco(part.path, imgsz, cache, holdout, pair=other.path if other else None)
+    else:
+        source = load_yolo(part.path, part.key, imgsz, cache, holdout)
+    if holdout is not None:
+        source.name = holdout.rename(source.name)
+    return source
 
 
 class DetectionDataset(Dataset):
@@ -61,8 +68,10 @@ class DetectionDataset(Dataset):
     worker seeding make augmentation reproducible.
     """
 
-    def __init__(self, source: Source, imgsz: int, augment: Augment | None = None):
+    def __init__(self, source: Source, imgsz: int, augment: Augment | None = None, split: dict | None = None):
         self.name = source.name
+        self.split = split  # splits.describe(): what the data's train and val splits are
+        self.split_note = split_note(split) if split else None  # one sentence when val is held out
         self.names = list(source.names)
         self.nc = len(self.names)
         self.category_ids = list(source.category_ids)  # original id of each class index (COCO)
@@ -105,7 +114,8 @@ class DetectionDataset(Dataset):
         return {"boxes": sample.boxes.copy(), "labels": sample.labels.copy()}
 
     def summary(self) -> str:
-        """One line for logs, e.g. 'coco128/data.yaml train: 128 images, 929 boxes, 2 background'."""
+        """One line for logs, e.g. 'coco128/data.yaml train: 128 images, 929 boxes, 2 background'
+        ('coco128/data.yaml train, held out for val (20%): ...' for a held-out split)."""
         return summarize(self.name, self.report)
 
     def __repr__(self) -> str:

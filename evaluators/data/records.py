@@ -103,3 +103,4 @@ class Source:
     samples: list[Sample]
     images: list[np.ndarray | None]  # HWC uint8 RGB, long side = imgsz
     report: Report
+    held_out: dict | None = None  # a held-out split's counts (holdout.Holdout.counts), else None

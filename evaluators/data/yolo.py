@@ -4,6 +4,8 @@ Paths: `path` is the dataset root. Relative -> resolved against the YAML's own f
 the YAML's folder; absolute but missing (a YAML written on another machine) -> the YAML's folder,
 with a log message. `train` / `val` entries (a folder, a .txt list of image paths, an image, or a
 list of those) are relative to the root. Lines of a .txt list are relative to the root too.
+With a `Holdout`, only one part of the split's images is loaded (see holdout.py); images are
+named for it by their path relative to the root.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import yaml
 
 from nas.errors import UserError
 
+from .holdout import Holdout
 from .images import IMAGE_SUFFIXES, open_images
 from .records import Report, Sample, Source, clean_boxes
 
@@ -31,14 +34,16 @@ def label_path(image: Path) -> Path:
     return Path(s).with_suffix(".txt")
 
 
-def load_yolo(yaml_path: Path, split: str, imgsz: int, cache: bool) -> Source:
-    cfg = _read_yaml(yaml_path)
+def load_yolo(yaml_path: Path, split: str, imgsz: int, cache: bool, holdout: Holdout | None = None) -> Source:
+    cfg = read_yaml(yaml_path)
     names = parse_names(cfg, yaml_path)
     root = dataset_root(cfg, yaml_path)
-    if cfg.get(split) in (None, "", []):
-        splits = ", ".join(k for k in ("train", "val", "test") if cfg.get(k))
-        raise UserError(f"{yaml_path}: no '{split}' split (it has: {splits or 'none'})")
-    paths = split_images(root, cfg[split], split, yaml_path)
+    listed = _split_paths(cfg, root, split, yaml_path)
+    paths, held_out = listed, None
+    if holdout is not None:
+        keys = [image_key(root, p) for p in listed]
+        paths = [listed[i] for i in holdout.select(keys, f"{yaml_path} {split}")]
+        held_out = holdout.counts(keys)
 
     report = Report()
     samples, images = [], []
@@ -47,12 +52,35 @@ def load_yolo(yaml_path: Path, split: str, imgsz: int, cache: bool) -> Source:
         boxes, labels = read_labels(label_path(path), shape, len(names), report)
         samples.append(Sample(len(samples), path, shape, boxes, labels))
         images.append(image)
-    report_orphan_labels(root, cfg[split], paths, report)
+    if holdout is None or holdout.owns_file_problems:
+        report_orphan_labels(root, cfg[split], listed, report)  # every listed image uses its label file
     name = f"{yaml_path.parent.name}/{yaml_path.name} {split}"
-    return Source(name, names, list(range(len(names))), samples, images, report)
+    return Source(name, names, list(range(len(names))), samples, images, report, held_out)
 
 
-def _read_yaml(yaml_path: Path) -> dict:
+def split_paths(yaml_path: Path, split: str) -> tuple[Path, list[Path]]:
+    """(dataset root, image paths of one split), listed from the YAML without opening an image."""
+    cfg = read_yaml(yaml_path)
+    root = dataset_root(cfg, yaml_path)
+    return root, _split_paths(cfg, root, split, yaml_path)
+
+
+def image_key(root: Path, path: Path) -> str:
+    """An image's name for the held-out split: its path relative to the root, the same on any machine."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # listed from outside the root
+        return path.name
+
+
+def _split_paths(cfg: dict, root: Path, split: str, yaml_path: Path) -> list[Path]:
+    if cfg.get(split) in (None, "", []):
+        splits = ", ".join(k for k in ("train", "val", "test") if cfg.get(k))
+        raise UserError(f"{yaml_path}: no '{split}' split (it has: {splits or 'none'})")
+    return split_images(root, cfg[split], split, yaml_path)
+
+
+def read_yaml(yaml_path: Path) -> dict:
     if not yaml_path.is_file():
         raise UserError(f"dataset YAML not found: {yaml_path}")
     try:
@@ -113,12 +141,12 @@ def split_images(root: Path, entries, split: str, where: Path) -> list[Path]:
     for entry in entries:
         if not isinstance(entry, (str, Path)):
             raise UserError(f"{where}: '{split}' entries must be paths, got {entry!r}")
-        p = _under(root, entry)
+        p = under(root, entry)
         if p.is_dir():
             images += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file() and p.suffix.lower() == ".txt":
             lines = (line.strip() for line in p.read_text().splitlines())
-            images += [_under(root, line) for line in lines if line and not line.startswith("#")]
+            images += [under(root, line) for line in lines if line and not line.startswith("#")]
         elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
             images.append(p)
         elif not p.exists():
@@ -133,7 +161,7 @@ def report_orphan_labels(root: Path, entries, images: list[Path], report: Report
     Counted (with their rows) so the report accounts for every label row on disk."""
     used = {label_path(p).resolve() for p in images}
     for entry in entries if isinstance(entries, list) else [entries]:
-        folder = _under(root, entry)
+        folder = under(root, entry)
         labels = label_path(folder / "x").parent  # images/<split> -> labels/<split>
         if not folder.is_dir() or labels == folder or not labels.is_dir():
             continue
@@ -143,7 +171,8 @@ def report_orphan_labels(root: Path, entries, images: list[Path], report: Report
                 report.add("orphan_label", f"{txt}: no image for this label file ({rows} boxes not loaded)")
 
 
-def _under(root: Path, entry) -> Path:
+def under(root: Path, entry) -> Path:
+    """A split entry as a path: absolute as is, relative under the root."""
     p = Path(str(entry)).expanduser()
     return p if p.is_absolute() else root / p
 

@@ -2,7 +2,8 @@
 
 Writes DIR/weights.pt (state dict of the EMA model, unfused: `nas val` and `nas onnx` load it),
 DIR/arch.yaml (the architecture trained, its nc set to the data's) and DIR/metrics.json
-(per-epoch losses and mAP, final and best values, the data report and timings).
+(per-epoch losses and mAP, final and best values, the data report, which images were validated
+on (`splits`, see evaluators.data.describe_split) and timings).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def add_parser(subparsers) -> None:
                     "arch.yaml and metrics.json to --out.")
     p.add_argument("arch", type=Path, help="architecture YAML")
     p.add_argument("--data", default="synthetic",
-                   help="dataset: 'synthetic[:n=..,nc=..,seed=..]', an Ultralytics data YAML or a COCO JSON "
-                        "(default: synthetic)")
+                   help="dataset: 'synthetic[:n=..,nc=..,seed=..]', an Ultralytics data YAML, a COCO JSON, "
+                        "'train.json,val.json' or a COCO folder; data without a val split is validated on a "
+                        "held-out 20%% of its training images (default: synthetic)")
     p.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
     p.add_argument("--imgsz", type=int, default=None, help="input size in pixels (default: the architecture's)")
     p.add_argument("--batch", type=int, default=16, help="batch size (default: 16)")
@@ -62,7 +64,8 @@ def check_common(args: argparse.Namespace) -> None:
 
 def model_for_data(arch_path: Path, data: str, imgsz: int | None, split: str, augment: bool, quiet: bool = False):
     """(architecture dict with the data's nc, dataset split, imgsz): loads the data first, prints its
-    summary line, and adapts the number of classes (with a note) so reference YAMLs train on any data.
+    summary line (and a note when val is held out of the training images), and adapts the number of
+    classes (with a note) so reference YAMLs train on any data.
     quiet: those lines go to stderr (stdout is kept for one JSON object)."""
     from evaluators.data import load_dataset
     from nas.models import load_arch
@@ -74,6 +77,8 @@ def model_for_data(arch_path: Path, data: str, imgsz: int | None, split: str, au
     dataset = load_dataset(data, split, imgsz, augment=augment)
     out = sys.stderr if quiet else sys.stdout
     print(dataset.summary(), file=out)
+    if dataset.split_note and split in ("train", "val"):  # not news when scoring a test split
+        print(f"note: {dataset.split_note}", file=out)
     if arch["nc"] != dataset.nc:
         print(f"note: {arch_path} has nc {arch['nc']}; using the data's {dataset.nc} classes", file=out)
         arch = {**arch, "nc": dataset.nc}
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     torch.save({k: v.cpu() for k, v in result.ema.state_dict().items()}, args.out / "weights.pt")
     save_arch(arch, args.out / "arch.yaml")
     summary = result.to_dict()
-    report = {"arch": str(args.arch), "data": args.data, "dataset": summary.pop("data"), "imgsz": imgsz,
+    report = {"arch": str(args.arch), "data": args.data, "splits": train_set.split,
+              "dataset": summary.pop("data"), "imgsz": imgsz,
               "epochs": args.epochs, "batch": args.batch, "device": args.device, "optimizer": args.optimizer,
               "lr": args.lr, "seed": args.seed, "time_limit": args.time_limit, "augment": args.augment, **summary,
               "wall_time": time.perf_counter() - start, "torch": torch.__version__,

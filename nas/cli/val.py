@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("arch", type=Path, help="architecture YAML")
     p.add_argument("--weights", type=Path, required=True, help="state dict file (weights.pt from nas train)")
     p.add_argument("--data", default="synthetic", help="dataset, as for nas train (default: synthetic)")
-    p.add_argument("--split", default="val", help="split to score (default: val)")
+    p.add_argument("--split", default="val",
+                   help="split to score (default: val; held out of the training images when the data has none)")
     p.add_argument("--imgsz", type=int, default=None, help="input size in pixels (default: the architecture's)")
     p.add_argument("--batch", type=int, default=16, help="batch size (default: 16)")
     add_device_args(p)
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                        max_det=args.max_det, batch=args.batch, workers=args.workers)
     if args.json:
         print(json.dumps({"arch": str(args.arch), "weights": str(args.weights), "data": args.data,
-                          "split": args.split, "imgsz": imgsz, "summary": dataset.summary(), **metrics}))
+                          "split": args.split, "splits": dataset.split, "imgsz": imgsz, "summary": dataset.summary(),
+                          **metrics}))
         return 0
     print(f"mAP {metrics['map']:.4f}  mAP50 {metrics['map50']:.4f}  mAP75 {metrics['map75']:.4f}  "
           f"({metrics['images']} images, {metrics['time']:.1f} s)")

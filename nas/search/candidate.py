@@ -31,6 +31,8 @@ def run_candidate(config: dict) -> None:
                      "loss": _num(metrics.get("loss")), "final": False, "train_s": time.perf_counter() - start,
                      **where})
 
+    # A report before training: the driver records where the trial runs (node, pid) at once
+    tune.report({"epoch": 0, "map": float("nan"), "final": False, "train_s": 0.0, **where})
     try:
         torch.manual_seed(fid["seed"])
         model = build_model(config["arch"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 from rich.console import Console
 
+from evaluators.data import describe_split
 from nas.errors import UserError
 
 from .config import SearchConfig
@@ -34,6 +35,17 @@ def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
     if cfg.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.trials // 4)))
     raise UserError(f"unknown sampler {cfg.sampler!r}: use tpe, random or nsga2")
+
+
+def absolute_data(spec: str) -> str:
+    """The data spec with absolute paths (`a.json,b.json` is a COCO train/val pair)."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return spec
+    parts = spec.split(",") if "," in spec and not Path(spec).exists() else [spec]
+    for part in parts:
+        if not Path(part).exists():
+            raise UserError(f"--data {part}: no such file")
+    return ",".join(str(Path(part).resolve()) for part in parts)
 
 
 def data_classes(spec: str) -> int:
@@ -70,16 +82,15 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
 
     console = console or Console(stderr=True)
     space = load_space(cfg.space)
-    data = cfg.fidelity.data
-    if data != "synthetic" and not data.startswith("synthetic:"):
-        if not Path(data).exists():
-            raise UserError(f"--data {data}: no such file")
-        cfg.fidelity.data = data = str(Path(data).resolve())  # Ray workers run in other folders
+    cfg.fidelity.data = data = absolute_data(cfg.fidelity.data)  # Ray workers run in other folders
+    split = describe_split(data)
+    if split["held_out"]:
+        console.print(f"note: {data} has {split['held_out']['reason']}: validating on {split['val']}", soft_wrap=True)
     nc = data_classes(data)
 
     with study_lock(cfg.folder):
         study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(),
-                           make_pruner(cfg.pruner, cfg.fidelity.epochs))
+                           make_pruner(cfg.pruner, cfg.fidelity.epochs), extra={"data_split": split})
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
         recovered = recover_interrupted(study)
         if recovered:

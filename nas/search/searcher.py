@@ -81,11 +81,12 @@ class OptunaSearcher(Searcher):
         trial = self.live.get(trial_id)
         if trial is None or result.get("final") or result.get("failed"):
             return
-        epoch = int(result["epoch"])
-        if self.reported.get(trial_id, 0) >= epoch:
-            return
+        epoch = int(result.get("epoch", 0))
         if trial_id not in self.reported and "node" in result:  # where it runs: to find a worker, or a bad node
             trial.set_user_attr("worker", {"node": result["node"], "pid": result.get("pid")})
+            self.reported[trial_id] = 0
+        if epoch < 1 or self.reported.get(trial_id, 0) >= epoch:
+            return  # the start report (epoch 0), or a result already told
         self.reported[trial_id] = epoch
         curve = [*trial.user_attrs.get("curve", []), _round(result["map"])]
         trial.set_user_attr("curve", curve)  # mAP per epoch, also for multi-objective studies
