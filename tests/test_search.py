@@ -20,16 +20,11 @@ from nas.search.searcher import OptunaSearcher, PruneStopper
 from nas.search.study import evaluated, recover_interrupted
 from ray.tune.search import Searcher
 
-SPACE = Path(__file__).resolve().parent / "data" / "tiny_space.yaml"
-FAST = ["--data", "synthetic:n=16,val=8,size=64", "--epochs", "2", "--imgsz", "64", "--batch", "8",
-        "--latency", "measured"]
+from tests.searching import FAST, SPACE, storage
+
 REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained",
                   "latency_s", "latency_blocks", "latency_wait_s", "driver_s"}
-TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s", "train_s"}
-
-
-def storage(name: str) -> str:
-    return f"sqlite:///studies/{name}/study.db"
+TRAINED_ATTRS = {"map", "map50", "epochs_run", "wall_s", "train_s", "curve", "worker"}
 
 
 # -- the searcher alone (no Ray): what it tells Optuna ------------------------------------------------
