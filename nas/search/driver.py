@@ -208,11 +208,12 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
 
 @contextmanager
 def _quiet_logs():
-    """Tune's own console output is noise next to our progress line."""
+    """Tune's own console output is noise next to our progress line, its errors included: a trial's
+    failure is recorded in the study (fail_reason), its traceback in Ray's files under the study."""
     loggers = [logging.getLogger(n) for n in ("ray", "ray.tune", "ray.train", "ray.air")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:

@@ -93,7 +93,7 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
     for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"), ("ms", "right"),
                       ("params", "right"), ("GFLOPs", "right"), ("ep", "right"), ("s", "right"),
                       ("note", "left")):
-        table.add_column(col, justify=just, no_wrap=True, overflow="ellipsis")
+        table.add_column(col, justify=just, no_wrap=col != "note")
     for t in sorted(trials, key=rank)[:limit]:
         a = t.user_attrs
         state = t.state.name.lower()
@@ -103,8 +103,13 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
                       _f(a.get("map50"), 4), _f(a.get("latency_ms"), 2),
                       f"{a['params'] / 1e6:.2f}M" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),
                       str(a.get("epochs_run", "")), _f(a.get("wall_s"), 0),
-                      a.get("fail_reason", "")[:60] or (f"re-run of #{a['rerun_of']}" if "rerun_of" in a else ""))
+                      _cut(a.get("fail_reason", ""), 48) or (f"re-run of #{a['rerun_of']}" if "rerun_of" in a else ""))
     return table
+
+
+def _cut(text: str, n: int) -> str:
+    """The table's note: the start of a reason (the whole one is in the study)."""
+    return text if len(text) <= n else text[:n - 1] + "\u2026"
 
 
 def _f(v, digits: int) -> str:
