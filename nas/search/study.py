@@ -6,6 +6,7 @@ study is the same search, recovers trials a crash left RUNNING, and reads result
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import optuna
@@ -19,10 +20,17 @@ from .config import IDENTITY_FLAGS, SearchConfig
 def _storage(url: str):
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url) if "://" in url else url
-    except Exception as e:  # bad URL, missing driver, unreachable server
-        raise UserError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+    if "://" not in url:
+        return url
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as e:  # bad URL, missing driver, unreachable server
+            if "already exists" in str(e) and attempt < 2:
+                # another process (a dashboard, a status poll) created the schema at the same moment
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise UserError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
 
 
 def directions(objective: str) -> list[str]:
