@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .study import is_feasible
+from .study import trial_kind
 
 
 def counts(study: optuna.Study) -> dict:
@@ -18,16 +18,7 @@ def counts(study: optuna.Study) -> dict:
     --trials counts; over-budget candidates are recorded but never trained."""
     c = {s: 0 for s in ("trained", "over_budget", "pruned", "failed", "running", "waiting")}
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
-            c["trained" if t.user_attrs.get("trained") else "over_budget"] += 1
-        elif t.state == TrialState.PRUNED:
-            c["pruned"] += 1
-        elif t.state == TrialState.FAIL:
-            c["failed"] += 1
-        elif t.state == TrialState.RUNNING:
-            c["running"] += 1
-        else:
-            c["waiting"] += 1
+        c[trial_kind(t)] += 1
     c["evaluated"] = c["trained"] + c["pruned"]
     return c
 
@@ -81,13 +72,12 @@ def _duration(s: float) -> str:
 def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
     """Trials best first: trained by mAP, then pruned (by their last mAP), over-budget and failed ones."""
     trials = study.get_trials(deepcopy=False)
-    order = {"trained": 0, "pruned": 1, "over": 2}
+    order = {"trained": 0, "pruned": 1, "over_budget": 2}
 
     def rank(t):
-        kind = ("trained" if t.user_attrs.get("trained") else "over") if t.state == TrialState.COMPLETE else \
-            t.state.name.lower()
         mAP = t.user_attrs.get("map")
-        return (order.get(kind, 3), -(mAP if isinstance(mAP, float) and not math.isnan(mAP) else -1), t.number)
+        return (order.get(trial_kind(t), 3), -(mAP if isinstance(mAP, float) and not math.isnan(mAP) else -1),
+                t.number)
 
     table = Table(title_justify="left", pad_edge=False)
     for col, just in (("#", "right"), ("state", "left"), ("mAP", "right"), ("mAP50", "right"), ("ms", "right"),
@@ -98,7 +88,7 @@ def trials_table(study: optuna.Study, limit: int | None = None) -> Table:
         a = t.user_attrs
         state = t.state.name.lower()
         if t.state == TrialState.COMPLETE:
-            state = "feasible" if is_feasible(t) and a.get("trained") is not False else "over"
+            state = "feasible" if trial_kind(t) == "trained" else "over"
         table.add_row(str(t.number), state, _f(a.get("map") if t.state != TrialState.COMPLETE else t.values[0], 4),
                       _f(a.get("map50"), 4), _f(a.get("latency_ms"), 2),
                       f"{a['params'] / 1e6:.2f}M" if "params" in a else "", _f(a.get("flops", math.nan) / 1e9, 2),

@@ -123,11 +123,20 @@ def requeue_interrupted(study: optuna.Study, number: int, params: dict, reason: 
     study.tell(number, state=TrialState.FAIL)
 
 
+def trial_kind(t: FrozenTrial) -> str:
+    """What a trial is to the search: trained, over_budget, pruned, failed, running or waiting.
+    Over-budget candidates are COMPLETE in Optuna (so that the sampler learns where the budget
+    lies) but were never trained."""
+    if t.state == TrialState.COMPLETE:
+        return "trained" if t.user_attrs.get("trained") is True else "over_budget"
+    return {TrialState.PRUNED: "pruned", TrialState.FAIL: "failed", TrialState.RUNNING: "running"}.get(t.state,
+                                                                                                      "waiting")
+
+
 def is_evaluated(t: FrozenTrial) -> bool:
-    """Counts towards --trials: trained to the end (COMPLETE) or stopped by the pruner (PRUNED).
-    Over-budget candidates are COMPLETE too, so that the sampler learns where the budget lies, but
-    they were never trained and do not count; nor do failed trials."""
-    return t.state == TrialState.PRUNED or (t.state == TrialState.COMPLETE and t.user_attrs.get("trained") is True)
+    """Counts towards --trials: trained to the end (COMPLETE) or stopped by the pruner (PRUNED);
+    over-budget and failed trials do not."""
+    return trial_kind(t) in ("trained", "pruned")
 
 
 def evaluated(study: optuna.Study) -> list[FrozenTrial]:
