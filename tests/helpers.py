@@ -50,3 +50,14 @@ def require_data(path: Path, what: str) -> Path:
 def coco128() -> Path:
     """The coco128 folder (../shared/data/coco128, or $NAS_COCO128), under require_data's rule."""
     return require_data(COCO128 / "data.yaml", "coco128 (set NAS_COCO128)").parent
+
+
+def require_postgres() -> str:
+    """$NAS_TEST_POSTGRES (a PostgreSQL URL), under require_data's rule: SKIP without it, FAIL in CI."""
+    url = os.environ.get("NAS_TEST_POSTGRES")
+    if not url:
+        message = "no PostgreSQL server: set NAS_TEST_POSTGRES or run .ci/postgres start"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: .ci/run starts one)")
+        pytest.skip(message)
+    return url

@@ -113,13 +113,14 @@ def test_pruned_trials_are_pruned_not_complete():
     study, s = searcher_for([1.0, 2.0], trials=1, pruner=AlwaysPrune())
     s.suggest("a")
     stopper = PruneStopper(s)
-    result = {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5, "node": "10.0.0.7", "pid": 4242}
+    result = {"epoch": 1, "map": 0.01, "final": False, "train_s": 4.5, "node": "10.0.0.7", "node_id": "ab12",
+              "pid": 4242}
     assert stopper("a", result) is True
     s.on_trial_complete("a", result)
     t = study.trials[0]
     assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.01}
     assert t.user_attrs["train_s"] == 4.5  # its time in the worker still counts as trial time
-    assert t.user_attrs["curve"] == [0.01] and t.user_attrs["worker"] == {"node": "10.0.0.7", "pid": 4242}
+    assert t.user_attrs["curve"] == [0.01] and t.user_attrs["worker"] == {"node": "10.0.0.7", "node_id": "ab12", "pid": 4242}
     assert len(evaluated(study)) == 1  # a pruned trial was evaluated: it counts
 
 

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
                    help="stop after N over-budget candidates in a row: nothing fits (default 200)")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--workers", type=int, default=1, help="concurrent trials (default 1)")
-    ray.add_argument("--cpus-per-trial", type=float, default=None, help="default: all cores / workers")
+    ray.add_argument("--cpus-per-trial", type=float, default=None, help="default: the cores of the machine or cluster / workers, at most one node's")
     ray.add_argument("--gpus-per-trial", type=float, default=0.0)
     ray.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     fid = p.add_argument_group("proxy training")
@@ -67,7 +67,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import os
 
     from evaluators.budget import format_budget, parse_budget
     from nas.errors import UserError
@@ -87,13 +86,12 @@ def run(args) -> int:
     if args.objective == "pareto" and pruner != "none":
         raise UserError(f"--pruner {pruner}: Optuna cannot prune multi-objective trials; "
                         f"--objective pareto trains every candidate to the end")
-    cpus = args.cpus_per_trial or max(1.0, float((os.cpu_count() or 1) // args.workers))
     cfg = SearchConfig(
         space=str(args.space), budget_ms=budget, study=study, storage=args.storage or default_storage(study),
         trials=args.trials, objective=args.objective,
         sampler=args.sampler or ("nsga2" if args.objective == "pareto" else "tpe"), seed=args.seed,
         pruner=pruner, max_failures=args.max_failures, max_over_budget=args.max_over_budget,
-        workers=args.workers, cpus_per_trial=cpus, gpus_per_trial=args.gpus_per_trial,
+        workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
         latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,
         fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,

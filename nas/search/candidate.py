@@ -23,7 +23,9 @@ def run_candidate(config: dict) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     fid = config["fidelity"]
     start = time.perf_counter()
-    where = {"node": ray.util.get_node_ip_address(), "pid": os.getpid()}  # recorded with the trial
+    # recorded with the trial: the node's IP, and its id (several nodes may share one machine)
+    where = {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+             "pid": os.getpid()}
 
     def report_epoch(epoch: int, metrics: dict) -> None:
         # train_s on every report: a trial stopped by the pruner ends with its last epoch's report
@@ -34,6 +36,10 @@ def run_candidate(config: dict) -> None:
     # A report before training: the driver records where the trial runs (node, pid) at once
     tune.report({"epoch": 0, "map": float("nan"), "final": False, "train_s": 0.0, **where})
     try:
+        missing = missing_data(fid["data"])
+        if missing:  # a node of a cluster without the data: say so, at once
+            raise FileNotFoundError(f"the data is not on node {where['node']}: {missing} does not exist there "
+                                    f"(every node needs the data at the same path, e.g. on shared storage)")
         torch.manual_seed(fid["seed"])
         model = build_model(config["arch"])
         result = train(model, data=fid["data"], epochs=fid["epochs"], imgsz=fid["imgsz"], batch=fid["batch"],
@@ -46,6 +52,13 @@ def run_candidate(config: dict) -> None:
         # "map" too: Tune refuses a result without the searcher's metric, and would end the search
         tune.report({"failed": True, "reason": failure_reason(e), "traceback": traceback.format_exc()[-2000:],
                      "final": True, "map": float("nan"), **where})
+
+
+def missing_data(spec: str) -> str | None:
+    """The first path of a --data spec (absolute, made so by the driver) that this machine lacks."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return None
+    return next((part for part in spec.split(",") if not os.path.exists(part)), None)
 
 
 def failure_reason(e: BaseException) -> str:

@@ -56,7 +56,7 @@ class SearchConfig:
     seed: int = 0
     pruner: str = DEFAULT_PRUNER     # median | sha | hyperband | none (nas.search.pruning)
     workers: int = 1                 # concurrent Ray trials
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float | None = None  # None: sized to the cluster (nas.search.cluster)
     gpus_per_trial: float = 0.0
     address: str | None = None       # an existing Ray cluster
     latency: str = "predicted"       # predicted (per-block table) | measured (whole model)

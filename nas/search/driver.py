@@ -16,8 +16,10 @@ from rich.console import Console
 from evaluators.data import describe_split
 from nas.errors import UserError
 
+from .cluster import connect
 from .config import SearchConfig
 from .latency import LatencyOracle
+from .lock import driver_lock
 from .progress import Progress, counts, counts_line, trials_table
 from .pruning import make_pruner
 from .study import best_feasible, evaluated, open_study, recover_interrupted, requeue_interrupted
@@ -55,28 +57,6 @@ def data_classes(spec: str) -> int:
     return load_dataset(spec, "val", imgsz=64, cache=False).nc
 
 
-@contextmanager
-def study_lock(folder: Path):
-    """One driver per study: a pid file, taken over when its process is gone (a killed driver)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / "driver.pid"
-    if lock.exists():
-        try:
-            pid = int(lock.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass  # stale: its driver died
-        else:
-            if pid != os.getpid():
-                raise UserError(f"study {folder.name!r} is being searched by process {pid}; "
-                                f"wait for it or stop it (Ctrl-C), then resume")
-    lock.write_text(str(os.getpid()))
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
     from nas.space import load_space
 
@@ -88,7 +68,10 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
         console.print(f"note: {data} has {split['held_out']['reason']}: validating on {split['val']}", soft_wrap=True)
     nc = data_classes(data)
 
-    with study_lock(cfg.folder):
+    with driver_lock(cfg.storage, cfg.study, cfg.folder,  # one driver per study, in its storage
+                     warn=lambda line: console.print(line, style="yellow", markup=False, soft_wrap=True)) as lock:
+        if lock.previous is not None:
+            console.print(lock.describe_previous(), markup=False, soft_wrap=True)
         study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(),
                            make_pruner(cfg.pruner, cfg.fidelity.epochs), extra={"data_split": split})
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
@@ -100,10 +83,19 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
                           f"(target {cfg.trials}); raise --trials to search further")
             console.print(trials_table(study, limit=10))
             return 0
-        oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
-                               cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
-        oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
-        return _run_with_ray(cfg, study, space, nc, oracle, console)
+        # a cluster that cannot be joined is said now, not after minutes of calibration; a local
+        # Ray starts after it, so that its processes do not disturb the timing
+        joined = connect(cfg) if cfg.address else False
+        try:
+            oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
+                                   cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
+            oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
+            return _run_with_ray(cfg, study, space, nc, oracle, console)
+        finally:
+            if joined:
+                import ray
+
+                ray.shutdown()
 
 
 def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
@@ -153,17 +145,7 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        try:
-            if cfg.address:
-                ray.init(address=cfg.address, logging_level=logging.ERROR, log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(1, int(cfg.workers * cfg.cpus_per_trial)),
-                         num_gpus=int(cfg.workers * cfg.gpus_per_trial) or None, include_dashboard=False,
-                         logging_level=logging.ERROR, log_to_driver=False)
-        except ConnectionError as e:
-            raise UserError(f"cannot join the Ray cluster at {cfg.address}: {str(e).splitlines()[0]}") from None
+    started_ray = connect(cfg)  # False when run_search joined a cluster already
 
     progress = Progress(study, cfg.trials, cfg.workers, console)
     searcher = OptunaSearcher(study, cfg, _candidate_maker(cfg, space, nc, oracle), on_change=progress.update)

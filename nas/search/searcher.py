@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ray.tune import Stopper
 from ray.tune.search import Searcher
 
+from .cluster import node_lost
 from .config import SearchConfig
 from .study import evaluated
 
@@ -83,7 +84,8 @@ class OptunaSearcher(Searcher):
             return
         epoch = int(result.get("epoch", 0))
         if trial_id not in self.reported and "node" in result:  # where it runs: to find a worker, or a bad node
-            trial.set_user_attr("worker", {"node": result["node"], "pid": result.get("pid")})
+            trial.set_user_attr("worker", {"node": result["node"], "node_id": result.get("node_id"),
+                                           "pid": result.get("pid")})
             self.reported[trial_id] = 0
         if epoch < 1 or self.reported.get(trial_id, 0) >= epoch:
             return  # the start report (epoch 0), or a result already told
@@ -102,7 +104,7 @@ class OptunaSearcher(Searcher):
         trial.set_user_attr("wall_s", round(wall, 3))
         result = result or {}
         if error or result.get("failed"):
-            self._fail(trial, result.get("reason") or "the Ray worker died (killed, out of memory, or its node was lost)")
+            self._fail(trial, result.get("reason") or _death(trial.user_attrs.get("worker") or {}))
             return
         if "train_s" in result:  # time inside the worker; wall_s - train_s is scheduling overhead
             trial.set_user_attr("train_s", round(result["train_s"], 3))
@@ -160,6 +162,13 @@ class OptunaSearcher(Searcher):
             self.stop_reason = (f"{self.failures_in_a_row} trials failed in a row (last: {reason[:200]}); "
                                 f"see `nas status {self.cfg.study}` for each reason")
         self.on_change()
+
+
+def _death(worker: dict) -> str:
+    """Why a trial's worker vanished without a word: its node was lost, or the process died."""
+    if node_lost(worker.get("node_id")):
+        return f"its Ray node was lost mid-trial ({worker.get('node')}, node {worker['node_id'][:12]})"
+    return "the Ray worker died (killed, out of memory, or its node was lost)"
 
 
 def _round(v: float) -> float:

@@ -30,7 +30,8 @@ def _storage(url: str):
                 # another process (a dashboard, a status poll) created the schema at the same moment
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise UserError(f"cannot open storage {url!r}: {str(e).splitlines()[0]}") from None
+            cause = getattr(e, "orig", None) or e  # the driver's own words, without SQLAlchemy's wrapper
+            raise UserError(f"cannot open storage {url!r}: {str(cause).splitlines()[0]}") from None
 
 
 def directions(objective: str) -> list[str]:
