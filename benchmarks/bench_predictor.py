@@ -24,7 +24,7 @@ from rich.progress import track
 from rich.table import Table
 
 from evaluators.latency import Target
-from evaluators.predictor import LatencyPredictor
+from evaluators.latency.predictor import LatencyPredictor
 from nas.space import load_space
 
 

@@ -60,17 +60,18 @@ POLL_S = 0.1
 # of a calibration), no waiting for a quiet machine. The calibration moment is the same (the driver
 # calibrates, no trial exists yet), only shorter, for the test's sake; the benchmark runs the real one.
 QUICK = """import sys
-import evaluators.predictor as P
+import evaluators.latency.local as B
+import evaluators.latency.predictor as P
 import nas.search.latency as L
 from evaluators.latency import measure_latency
 from nas.models import build_model
-for module, name in ((L, "CALIBRATION_ARCHS"), (P, "time_blocks"), (P.LatencyPredictor, "wait_quiet"),
+for module, name in ((L, "CALIBRATION_ARCHS"), (B, "time_blocks"), (P.LatencyPredictor, "wait_quiet"),
                      (P.LatencyPredictor, "measure")):
     if not hasattr(module, name):
         sys.exit(f"chaos --quick-calibration: {module.__name__}.{name} is gone: update benchmarks/chaos.py")
 quick = dict(warmup=2, runs=5, min_time_s=0.0)
-time_blocks = P.time_blocks
-P.time_blocks = lambda keys, target, **kw: time_blocks(keys, target, **{**kw, "rounds": 1, **quick})
+time_blocks = B.time_blocks
+B.time_blocks = lambda keys, target, **kw: time_blocks(keys, target, **{**kw, "rounds": 1, **quick})
 P.LatencyPredictor.wait_quiet = lambda self: False
 measured = {}  # calibration measures each architecture in 2 passes: export and time it once
 

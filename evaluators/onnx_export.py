@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .latency.ort import ort_session
+
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = range(11, 21)  # the TorchScript exporter stops at 20; below 11 resize/softmax differ
 PARITY_ATOL = 1e-4
@@ -78,23 +80,31 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | None = None, imgsz: 
     """
     graph = DeployGraph(deploy_copy(model), decode)
     x = torch.rand(_input_shape(model, imgsz, input_shape))
-    if graph.decode:
-        names = ["boxes", "scores"]
-    else:  # as many as the module returns
-        with torch.inference_mode():
-            names = [f"output{i}" for i in range(len(graph(x)))]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based exporter"
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # stride .tolist() is a constant: intended
-        torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=["images"], output_names=names)
-    data = _optimize(buffer.getvalue())
+    data = export_graph(graph, (x,), ["images"], ["boxes", "scores"] if graph.decode else None, opset)
     if path is None:
         return data
     path = Path(path)
     path.write_bytes(data)
     return path
+
+
+def export_graph(graph: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                 output_names: list[str] | None = None, opset: int = DEFAULT_OPSET) -> bytes:
+    """ONNX bytes of an eval-mode `graph` at the static shapes of `inputs`: the one export path of
+    whole models (`export_onnx`) and of the latency table's single blocks, so that the table times
+    what ships. Outputs are named `output0..` unless `output_names` says otherwise."""
+    if output_names is None:  # as many as the module returns
+        with torch.inference_mode():
+            out = graph(*inputs)
+        output_names = [f"output{i}" for i in range(len(out) if isinstance(out, (list, tuple)) else 1)]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based exporter"
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # stride .tolist() is a constant: intended
+        warnings.simplefilter("ignore", UserWarning)  # tracer notes on list inputs of multi-input blocks
+        torch.onnx.export(graph, tuple(inputs), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=input_names, output_names=output_names)
+    return _optimize(buffer.getvalue())
 
 
 def _optimize(onnx_bytes: bytes) -> bytes:
@@ -103,22 +113,6 @@ def _optimize(onnx_bytes: bytes) -> bytes:
     import onnxscript.optimizer
 
     return onnxscript.optimizer.optimize(onnx.load_from_string(onnx_bytes)).SerializeToString()
-
-
-def ort_session(onnx_model: bytes | str | os.PathLike, threads: int | None = None, providers=None):
-    """An onnxruntime session set up for latency: all graph optimisations, sequential execution,
-    `threads` intra-op threads (None: onnxruntime's default) and one inter-op thread."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    opts.log_severity_level = 3  # errors only
-    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def check_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, imgsz: int | None = None,

@@ -3,9 +3,13 @@ import json
 
 import pytest
 
-import evaluators.predictor as predictor_module
+import evaluators.latency.local as local_module
+import evaluators.latency.predictor as predictor_module
 from evaluators.latency import Target
-from evaluators.predictor import LatencyPredictor, arch_blocks, fit_calibration
+from evaluators.latency import timing as timing_module
+from evaluators.latency.blocks import CANARY_KEY
+from evaluators.latency.timing import Canary
+from evaluators.latency.predictor import LatencyPredictor, arch_blocks, fit_calibration
 from nas.models.zoo import pan_neck, stage_backbone
 
 IMGSZ = 64
@@ -98,7 +102,7 @@ def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, m
     def refuse(*args, **kwargs):
         raise AssertionError("a block was measured")
 
-    monkeypatch.setattr(predictor_module, "block_runner", refuse)
+    monkeypatch.setattr(local_module, "block_runner", refuse)
     assert predictor.predict(SMALL) > 0 and predictor.predict(LARGE) > 0
     assert predictor.measured == 0
 
@@ -189,7 +193,7 @@ def test_fit_calibration_minimises_relative_error():
 # -- waiting for a quiet machine (the canary) ---------------------------------------------------------
 
 def test_canary_is_quiet_near_its_record_and_busy_far_above_it(target):
-    canary = predictor_module.Canary(target)
+    canary = Canary(local_module.block_runner(CANARY_KEY, target))
     assert canary.quiet() and 0 < canary.record_ms < 50  # the first reading sets the record
     canary.record_ms /= 3  # as if it once ran 3x faster: now the machine reads busy
     assert not canary.quiet()
@@ -207,7 +211,7 @@ def test_a_batch_spoiled_by_other_work_is_timed_again_keeping_the_fastest(tmp_pa
         ms = next(timings)
         return dict.fromkeys(keys, ms)
 
-    monkeypatch.setattr(predictor_module, "time_blocks", time_blocks)
+    monkeypatch.setattr(local_module, "time_blocks", time_blocks)
     predictor.warm([SMALL])
     assert len(calls) == 2 and calls[0] == calls[1]
     assert set(predictor.table.values()) == {2.0}
@@ -227,11 +231,11 @@ def test_a_machine_that_stays_busy_is_waited_for_once_then_timed_as_it_is(tmp_pa
 
 
 def test_the_canary_wait_polls_fast_first_then_backs_off(target, monkeypatch):
-    canary = predictor_module.Canary(target, record_ms=1.0)
+    canary = Canary(local_module.block_runner(CANARY_KEY, target), record_ms=1.0)
     readings = iter([2.0] * 6 + [1.05])  # busy for a while, then quiet (within 10% of its record)
     monkeypatch.setattr(canary, "time", lambda: next(readings))
     pauses = []
-    monkeypatch.setattr(predictor_module.time, "sleep", pauses.append)
+    monkeypatch.setattr(timing_module.time, "sleep", pauses.append)
     assert canary.wait(max_wait_s=60, poll_s=1.0, first_poll_s=0.1) is True
     assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0] and canary.last_ms == 1.05
 

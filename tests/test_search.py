@@ -52,15 +52,16 @@ def searcher_for(latencies, trials=3, pruner=None, max_failures=5):
 # -- the latency check: one table per machine, shared by studies --------------------------------------
 
 def test_latency_oracle_calibrates_once_per_space_and_shares_blocks_between_studies(tmp_path, monkeypatch):
-    import evaluators.predictor as predictor_module
+    import evaluators.latency.local as local_module
+    import evaluators.latency.predictor as predictor_module
     from evaluators.latency import measure_latency
     from nas.search import latency as latency_module
     from nas.search.latency import LatencyOracle
     from nas.space import load_space
 
     quick = dict(rounds=1, warmup=2, runs=5, min_time_s=0.0)
-    time_blocks = predictor_module.time_blocks
-    monkeypatch.setattr(predictor_module, "time_blocks", lambda keys, target: time_blocks(keys, target, **quick))
+    time_blocks = local_module.time_blocks
+    monkeypatch.setattr(local_module, "time_blocks", lambda keys, target: time_blocks(keys, target, **quick))
     monkeypatch.setattr(predictor_module.LatencyPredictor, "wait_quiet", lambda self: False)
     monkeypatch.setattr(predictor_module.LatencyPredictor, "measure", lambda self, arch: measure_latency(
         build_model(arch), 64, threads=1, warmup=2, runs=5, min_time_s=0.0).median_ms)

@@ -104,14 +104,15 @@ def test_the_last_epoch_is_never_pruned():
 
 
 def test_predicted_latency_calibrates_then_predicts_every_candidate(in_tmp, ray_cluster, monkeypatch, capsys):
-    import evaluators.predictor as predictor_module
+    import evaluators.latency.local as local_module
+    import evaluators.latency.predictor as predictor_module
     from evaluators.latency import measure_latency
     from nas.models import build_model
     from nas.search import latency as latency_module
 
     quick = dict(rounds=1, warmup=2, runs=5, min_time_s=0.0)  # the timing discipline is tested elsewhere
-    time_blocks = predictor_module.time_blocks
-    monkeypatch.setattr(predictor_module, "time_blocks", lambda keys, target: time_blocks(keys, target, **quick))
+    time_blocks = local_module.time_blocks
+    monkeypatch.setattr(local_module, "time_blocks", lambda keys, target: time_blocks(keys, target, **quick))
     monkeypatch.setattr(predictor_module.LatencyPredictor, "wait_quiet", lambda self: False)
     monkeypatch.setattr(predictor_module.LatencyPredictor, "measure", lambda self, arch: measure_latency(
         build_model(arch), arch["imgsz"], threads=1, warmup=2, runs=5, min_time_s=0.0).median_ms)

@@ -51,7 +51,7 @@ class LatencyOracle:
             self._predictor(imgsz)
 
     def _predictor(self, imgsz: int):
-        from evaluators.predictor import LatencyPredictor
+        from evaluators.latency.predictor import LatencyPredictor
 
         start = time.perf_counter()
         scope = self.space.hash if self.space is not None else ""

@@ -1,0 +1,210 @@
+"""Predicted latency: a per-block lookup table measured on the target, calibrated on whole models.
+
+Measuring one candidate costs seconds (export, session, timing); a search checks thousands. The
+predictor splits an architecture into blocks, measures each distinct block once on the target
+(exported alone, batch 1, same backend and threads) and adds their latencies up. The sum misses
+what only a whole graph has (operator fusion across block boundaries, one session instead of many,
+memory traffic), so `calibrate()` fits `measured = a * sum + b` on a few whole-model measurements.
+
+The table lives in `<cache_dir>/latency-<target.key()>.json` (the key names the machine and library
+versions, so one folder serves every target); blocks unknown to it are measured lazily. Several
+searches share it: each block is measured once per target. The calibration depends on which
+architectures it was fitted on, so the file keeps one per `scope` (the search space's hash).
+
+    predictor = LatencyPredictor(Target.resolve(imgsz=320), "studies/latency")
+    predictor.calibrate(some_archs)          # measures their blocks and the whole models (seconds each)
+    predictor.predict(arch)                  # ms; well under a millisecond once its blocks are known
+
+Blocks are defined in blocks.py; they are timed through a backend (local.py: this machine), with
+the discipline of timing.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from nas.models.arch import load_arch
+
+from .blocks import arch_blocks
+from .calibration import Calibration, fit_calibration
+from .local import LocalBackend
+from .target import Target
+from .timing import CANARY_GIVE_UP_S, CANARY_MAX_WAIT_S
+
+FORMAT = 4  # bump when keys, timings or the file's layout change: older tables are then rebuilt
+# 4: blocks exported as whole models are (onnxscript's optimizer), the canary exported likewise
+
+BATCH = 32  # blocks timed between two saves of the table
+
+
+class LatencyPredictor:
+    """Predicted deploy-graph latency (ms) of architectures on one `Target`.
+
+    `measured` counts the blocks this instance timed (a warm cache leaves it at 0). `scope` names
+    the family of architectures its calibration is fitted on and used for (the search space's
+    hash): a table shared by several spaces keeps one calibration per scope.
+    """
+
+    def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None,
+                 max_wait_s: float = CANARY_MAX_WAIT_S, scope: str = "", backend=None):
+        self.target, self.scope = target, scope
+        self.backend = backend or LocalBackend(target)  # where blocks and whole models are timed
+        self.path = Path(cache_dir) / f"latency-{target.key()}.json"
+        self.timing = dict(timing or {})  # overrides of time_blocks' defaults
+        self.table: dict[str, float] = {}
+        self.calibration = Calibration()
+        self.calibrations: dict[str, dict] = {}  # every scope's, as on disk
+        self.measured = 0
+        self.measure_seconds = 0.0  # time spent building the table in this instance
+        self.waited_seconds = 0.0   # time spent waiting for a quiet machine
+        self.canary = self.backend.canary
+        self.max_wait_s, self.busy_until = max_wait_s, 0.0
+        self._load()
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration.n > 0
+
+    # -- prediction -----------------------------------------------------------------------------
+
+    def blocks(self, arch: dict) -> list[tuple[str, int]]:
+        """(block key, count) for every row of `arch` at the target's input size."""
+        return arch_blocks(arch, self.target.imgsz)
+
+    def block_sum(self, arch: dict) -> float:
+        """Uncalibrated: the sum of the block latencies (ms), measuring unknown blocks first."""
+        blocks = self.blocks(arch)
+        self._measure([k for k, _ in blocks if k not in self.table])
+        return sum(self.table[k] * n for k, n in blocks)
+
+    def predict(self, arch: dict | str | os.PathLike) -> float:
+        """Predicted latency (ms) of `arch` (a dict or an architecture YAML) at the target's input size."""
+        if not isinstance(arch, dict):
+            arch = load_arch(arch)
+        c = self.calibration
+        return c.a * self.block_sum(arch) + c.b
+
+    def warm(self, archs) -> int:
+        """Measure every block of `archs` not in the table yet; returns how many were measured."""
+        missing = {k: None for arch in archs for k, _ in self.blocks(arch) if k not in self.table}
+        self._measure(list(missing))
+        return len(missing)
+
+    def measure(self, arch: dict, **timing) -> float:
+        """Measured latency (ms, median) of the whole detector on this target, on a quiet machine when
+        it can be had (`timing`: see measure_latency)."""
+        self.wait_quiet()
+        return self.backend.measure(arch, **timing)
+
+    def calibrate(self, archs, measured_ms=None, passes: int = 2) -> Calibration:
+        """Fit `a * block_sum + b` to whole-model latencies on this target and save it with the table.
+        Without `measured_ms` they are measured here: `passes` passes over all the architectures,
+        each keeping its smallest median, so that a passing burst of other work on the machine does
+        not become part of every later prediction. About 10-20 architectures spanning the space suffice."""
+        archs = list(archs)
+        self.warm(archs)
+        if measured_ms is None:
+            measured_ms = np.min([[self.measure(a) for a in archs] for _ in range(max(1, passes))], axis=0)
+        self.calibration = fit_calibration([self.block_sum(a) for a in archs], list(measured_ms))
+        self._save()
+        return self.calibration
+
+    # -- the table on disk ----------------------------------------------------------------------
+
+    def wait_quiet(self) -> bool:
+        """Wait until the machine is as quiet as the table has seen it (True). A machine still busy
+        after `max_wait_s` is timed as it is (False; a warning says so) and not waited for again
+        for 10 minutes, so a machine that stays busy (a trial training beside the driver) costs
+        a search little."""
+        if self.max_wait_s <= 0 or time.monotonic() < self.busy_until:
+            return False
+        start = time.perf_counter()
+        quiet = self.canary.wait(self.max_wait_s)
+        self.waited_seconds += time.perf_counter() - start
+        if quiet:
+            return True
+        self.busy_until = time.monotonic() + CANARY_GIVE_UP_S
+        slower = self.canary.last_ms / self.canary.record_ms - 1
+        warnings.warn(f"the machine stays busy (a reference block runs {slower:.0%} slower than its best): "
+                      f"latencies measured in the next {CANARY_GIVE_UP_S / 60:.0f} minutes may be inflated",
+                      stacklevel=3)
+        return False
+
+    def _measure(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        start = time.perf_counter()
+        keys = list(dict.fromkeys(keys))
+        for i in range(0, len(keys), BATCH):
+            batch = keys[i:i + BATCH]
+            for _ in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
+                quiet = self.wait_quiet()
+                for k, ms in self.backend.time_blocks(batch, **self.timing).items():
+                    self.table[k] = min(self.table.get(k, float("inf")), ms)
+                if not quiet or self.canary.quiet():
+                    break
+            self.measured += len(batch)
+            self._save()
+        self.measure_seconds += time.perf_counter() - start
+
+    def _read(self, quiet: bool = False) -> dict | None:
+        """The cache file's content, or None when missing, unreadable, of another format or target."""
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+            ok = (isinstance(data, dict) and data.get("format") == FORMAT
+                  and data.get("target") == self.target.to_dict() and isinstance(data.get("blocks"), dict)
+                  and isinstance(data.get("calibrations"), dict))
+            if ok:
+                return data
+            reason = "another format or target"
+        except (OSError, ValueError) as e:
+            reason = f"unreadable: {e}"
+        if not quiet:
+            warnings.warn(f"latency table {self.path} ignored ({reason}); it will be rebuilt", stacklevel=3)
+        return None
+
+    def _load(self) -> None:
+        data = self._read()
+        if data is None:
+            return
+        self.table = {k: float(v) for k, v in data["blocks"].items()}
+        if data.get("canary_ms"):
+            self.canary.record_ms = float(data["canary_ms"])
+        self.calibrations = dict(data["calibrations"])
+        c = self.calibrations.get(self.scope)
+        if c:
+            self.calibration = Calibration(int(c["n"]), float(c["a"]), float(c["b"]),
+                                           float(c["error"]), float(c["worst"]))
+
+    def _save(self) -> None:
+        """Write atomically (temp file + rename), keeping the blocks and other scopes' calibrations
+        that another process added meanwhile."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        on_disk = self._read(quiet=True)
+        if on_disk:
+            for k, v in on_disk["blocks"].items():
+                self.table.setdefault(k, float(v))
+            self.canary.record_ms = min(self.canary.record_ms, float(on_disk.get("canary_ms") or "inf"))
+            self.calibrations = {**self.calibrations, **on_disk["calibrations"]}  # other scopes: the newest
+        if self.calibrated:
+            self.calibrations[self.scope] = self.calibration.to_dict()
+        data = {"format": FORMAT, "target": self.target.to_dict(), "calibrations": self.calibrations,
+                "canary_ms": self.canary.record_ms if math.isfinite(self.canary.record_ms) else None,
+                "blocks": self.table}
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=0)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
