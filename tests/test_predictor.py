@@ -190,6 +190,13 @@ def test_fit_calibration_minimises_relative_error():
         fit_calibration([1.0, 2.0], [1.0])
 
 
+def test_a_negative_intercept_never_predicts_a_small_model_below_zero():
+    fit = fit_calibration([4.0, 8.0], [2.0, 6.0])  # exactly s - 2: one session, not one per block
+    assert (fit.a, fit.b) == (pytest.approx(1), pytest.approx(-2)) and fit.floor == pytest.approx(0.5)
+    assert fit.apply(8.0) == pytest.approx(6.0)  # inside the calibration: the fitted line
+    assert fit.apply(1.0) == pytest.approx(0.5)  # below it: never under the smallest ratio measured
+
+
 # -- waiting for a quiet machine (the canary) ---------------------------------------------------------
 
 def test_canary_is_quiet_near_its_record_and_busy_far_above_it(target):

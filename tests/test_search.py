@@ -20,6 +20,7 @@ from nas.search.searcher import OptunaSearcher, PruneStopper
 from nas.search.study import evaluated, recover_interrupted
 from ray.tune.search import Searcher
 
+from tests.helpers import tiny_arch
 from tests.searching import FAST, SPACE, storage
 
 REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained",
@@ -108,6 +109,58 @@ def test_a_run_of_over_budget_candidates_stops_with_a_looser_budget_suggested():
     assert "3 candidates in a row were over the 10 ms budget" in s.stop_reason
     assert "the fastest took 25.00 ms" in s.stop_reason and "--budget 32ms" in s.stop_reason
     assert len(study.trials) == 3 and not evaluated(study)
+
+
+def test_the_table_build_reports_each_phase_then_an_eta_at_most_every_few_seconds(monkeypatch):
+    from nas.search import latency as latency_module
+
+    clock, lines = iter([0.0, 4.0, 12.0, 20.0, 30.0, 31.0, 40.0]), []
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: next(clock))
+    progress = latency_module.TableProgress(lines.append, every_s=10.0)
+    for phase, done, total in [("blocks", 0, 40), ("blocks", 10, 40), ("blocks", 20, 40), ("blocks", 30, 40),
+                               ("blocks", 40, 40), ("models", 0, 16), ("models", 4, 16)]:
+        progress(phase, done, total)
+    assert lines == ["latency table: timing the blocks of the calibration architectures (40)",
+                     "latency table: blocks 20/40, about 12 s left",  # 4 s after the last line: none
+                     "latency table: blocks 40/40, 30 s",
+                     "latency table: measuring the calibration architectures whole (16)"]
+
+
+def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_path):
+    from rich.console import Console
+
+    from nas.search.driver import measure_winners
+    from nas.search.export import trial_arch
+    from nas.search.study import best_feasible, measurements
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.set_user_attr("budget_ms", 10.0)
+    for imgsz, mAP, predicted in [(64, 0.3, 9.5), (96, 0.2, 9.0), (128, 0.1, 8.0), (160, 0.4, 12.0)]:
+        trial = study.ask()
+        for key, value in {"arch": tiny_arch(imgsz=imgsz), "latency_ms": predicted, "trained": True}.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("latency", predicted - 10.0)
+        study.tell(trial, mAP)
+    whole = {64: 10.8, 96: 9.4, 128: 8.1}  # trial 0, the predicted winner, measures over the budget
+
+    class Oracle:
+        asked = []
+
+        def measure_whole(self, arch):
+            self.asked.append(arch["imgsz"])
+            return whole[arch["imgsz"]], {"device": "cpu", "threads": 1}
+
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="w", storage="", measure_best=2)
+    out = Console(file=open(tmp_path / "log", "w"), width=200)
+    measure_winners(study, Oracle(), cfg, out)
+    assert Oracle.asked == [64, 96]  # in rank order, until 2 are measured and one fits; trial 3 was over budget
+    assert {n: m["latency_measured_ms"] for n, m in measurements(study).items()} == {0: 10.8, 1: 9.4}
+    assert best_feasible(study).number == 1  # the next one that fits
+    assert trial_arch(study, best_feasible(study))["meta"]["latency_measured_ms"] == 9.4
+    log = (tmp_path / "log").read_text()
+    assert "trial #0 whole on the target: 10.80 ms (predicted 9.50 ms): OVER the 10 ms budget" in log
+    measure_winners(study, Oracle(), cfg, out)  # a resume measures nothing twice
+    assert Oracle.asked == [64, 96]
 
 
 def test_pruned_trials_are_pruned_not_complete():

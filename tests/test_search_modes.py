@@ -6,11 +6,12 @@ import logging
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from nas.cli import main
 from nas.search import pruning
-from nas.search.study import evaluated
+from nas.search.study import evaluated, measurements
 from tests.searching import FAST, SPACE, load
 
 
@@ -120,9 +121,18 @@ def test_predicted_latency_calibrates_then_predicts_every_candidate(in_tmp, ray_
     args = search("--trials", "2", "--study", "pred", "--latency-cache", "tables", "--latency-threads", "1")
     args[args.index("--latency") + 1] = "predicted"
     assert main(args) == 0
-    assert "calibrating the latency predictor" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "calibrating the latency predictor" in err
     study = load("pred")
     assert len(evaluated(study)) == 2 and list((in_tmp / "tables").glob("*.json"))
+    # the end of the search measured the feasible winners whole, beside their prediction
+    measured = measurements(study)
+    assert sorted(measured) == sorted(t.number for t in evaluated(study))
+    assert all(m["latency_measured_ms"] > 0 and m["target"]["threads"] == 1 for m in measured.values())
+    assert err.count("whole on the target") == 2
+    assert main(["export", "pred", "-o", "best.yaml"]) == 0
+    meta = yaml.safe_load(open("best.yaml"))["meta"]
+    assert meta["latency_measured_ms"] == measured[meta["trial"]]["latency_measured_ms"]
     for t in study.trials:
         assert t.user_attrs["latency_source"] == "predicted" and t.user_attrs["latency_ms"] > 0
         assert t.user_attrs["target"]["threads"] == 1

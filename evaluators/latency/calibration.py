@@ -11,16 +11,23 @@ import numpy as np
 @dataclass(frozen=True)
 class Calibration:
     """`predicted = a * block_sum + b`, fitted on `n` whole-model measurements; `error` is the
-    mean absolute relative error of the fit on them, `worst` the largest."""
+    mean absolute relative error of the fit on them, `worst` the largest. `floor`: the smallest
+    ratio measured / block_sum of those models; a prediction never goes below floor * block_sum (a
+    negative intercept, which one session instead of one per block gives, would otherwise predict
+    a model smaller than the calibration's below zero)."""
 
     n: int = 0
     a: float = 1.0
     b: float = 0.0
     error: float = float("nan")
     worst: float = float("nan")
+    floor: float = 0.0
+
+    def apply(self, block_sum: float) -> float:
+        return max(self.a * block_sum + self.b, self.floor * block_sum)
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "a": self.a, "b": self.b, "error": self.error, "worst": self.worst}
+        return {"n": self.n, "a": self.a, "b": self.b, "error": self.error, "worst": self.worst, "floor": self.floor}
 
 
 def fit_calibration(block_sums, measured_ms) -> Calibration:
@@ -41,5 +48,6 @@ def fit_calibration(block_sums, measured_ms) -> Calibration:
         a, b = float(a), float(b)
         if a <= 0:  # nonsense from a degenerate set: fall back to a pure scale
             a, b = float(r.sum() / (r * r).sum()), 0.0
-    rel = np.abs((a * s + b) / m - 1)
-    return Calibration(int(s.size), a, b, float(rel.mean()), float(rel.max()))
+    floor = float(np.min(m / s))
+    rel = np.abs(np.maximum(a * s + b, floor * s) / m - 1)
+    return Calibration(int(s.size), a, b, float(rel.mean()), float(rel.max()), floor)

@@ -41,7 +41,7 @@ from .timing import CANARY_GIVE_UP_S, CANARY_MAX_WAIT_S
 FORMAT = 4  # bump when keys, timings or the file's layout change: older tables are then rebuilt
 # 4: blocks exported as whole models are (onnxscript's optimizer), the canary exported likewise
 
-BATCH = 32  # blocks timed between two saves of the table
+BATCH = 16  # blocks timed between two saves of the table (and progress reports)
 
 
 class LatencyPredictor:
@@ -66,6 +66,7 @@ class LatencyPredictor:
         self.waited_seconds = 0.0   # time spent waiting for a quiet machine
         self.canary = self.backend.canary
         self.max_wait_s, self.busy_until = max_wait_s, 0.0
+        self.progress = None  # (phase "blocks" | "models", done, total) -> None, while the table builds
         self._load()
 
     @property
@@ -89,7 +90,7 @@ class LatencyPredictor:
         if not isinstance(arch, dict):
             arch = load_arch(arch)
         c = self.calibration
-        return c.a * self.block_sum(arch) + c.b
+        return c.apply(self.block_sum(arch))
 
     def warm(self, archs) -> int:
         """Measure every block of `archs` not in the table yet; returns how many were measured."""
@@ -111,7 +112,12 @@ class LatencyPredictor:
         archs = list(archs)
         self.warm(archs)
         if measured_ms is None:
-            measured_ms = np.min([[self.measure(a) for a in archs] for _ in range(max(1, passes))], axis=0)
+            total, rounds = len(archs) * max(1, passes), []
+            self._report("models", 0, total)
+            for _ in range(max(1, passes)):
+                rounds.append([self._report("models", len(rounds) * len(archs) + i + 1, total, self.measure(a))
+                               for i, a in enumerate(archs)])
+            measured_ms = np.min(rounds, axis=0)
         self.calibration = fit_calibration([self.block_sum(a) for a in archs], list(measured_ms))
         self._save()
         return self.calibration
@@ -142,6 +148,7 @@ class LatencyPredictor:
             return
         start = time.perf_counter()
         keys = list(dict.fromkeys(keys))
+        self._report("blocks", 0, len(keys))
         for i in range(0, len(keys), BATCH):
             batch = keys[i:i + BATCH]
             for _ in range(3):  # a batch spoiled by a burst of other work (the canary says so) is timed again
@@ -152,7 +159,14 @@ class LatencyPredictor:
                     break
             self.measured += len(batch)
             self._save()
+            self._report("blocks", min(i + BATCH, len(keys)), len(keys))
         self.measure_seconds += time.perf_counter() - start
+
+    def _report(self, phase: str, done: int, total: int, value=None):
+        """Tell `self.progress` (phase, done, total), if set: building a table takes minutes."""
+        if self.progress is not None:
+            self.progress(phase, done, total)
+        return value
 
     def _read(self, quiet: bool = False) -> dict | None:
         """The cache file's content, or None when missing, unreadable, of another format or target."""
@@ -183,7 +197,7 @@ class LatencyPredictor:
         c = self.calibrations.get(self.scope)
         if c:
             self.calibration = Calibration(int(c["n"]), float(c["a"]), float(c["b"]),
-                                           float(c["error"]), float(c["worst"]))
+                                           float(c["error"]), float(c["worst"]), float(c.get("floor", 0.0)))
 
     def _save(self) -> None:
         """Write atomically (temp file + rename), keeping the blocks and other scopes' calibrations

@@ -25,8 +25,10 @@ def run(args) -> int:
     if args.output:
         arch = export_best(study, args.output)
         m = arch["meta"]
+        measured = f", measured {m['latency_measured_ms']:.2f} ms" if m.get("latency_measured_ms") else ""
         print(f"{args.output}: trial #{m['trial']}, mAP {m['map']:.4f}, {m['latency_ms']:.2f} ms "
-              f"(budget {m['budget_ms']:g} ms), {m['params']:,} params")
+              f"{m.get('latency_source') or 'predicted'}{measured} (budget {m['budget_ms']:g} ms), "
+              f"{m['params']:,} params")
     if args.pareto:
         paths = export_pareto(study, args.pareto)
         print(f"{args.pareto}: {len(paths) - 1} Pareto-optimal architectures and {paths[-1].name}")

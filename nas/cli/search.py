@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
                    help="stop after N over-budget candidates in a row: nothing fits (default 200)")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--workers", type=int, default=1, help="concurrent trials (default 1)")
-    ray.add_argument("--cpus-per-trial", type=float, default=None, help="default: the cores of the machine or cluster / workers, at most one node's")
+    ray.add_argument("--cpus-per-trial", type=float, default=None,
+                     help="default: the cores of the machine or cluster / workers, at most one node's")
     ray.add_argument("--gpus-per-trial", type=float, default=0.0)
     ray.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     fid = p.add_argument_group("proxy training")
@@ -53,6 +54,9 @@ def add_parser(sub) -> None:
     lat.add_argument("--latency-cache", metavar="DIR", default=None,
                      help="where the per-target block tables live (default: studies/latency, shared by "
                           "all studies so that each block is measured once per machine)")
+    lat.add_argument("--measure-best", type=int, default=3, metavar="K",
+                     help="at the end, measure the best K feasible candidates whole on the target; one over "
+                          "budget is passed over (default 3; 0: trust the predictor)")
     p.set_defaults(run=run)
 
     r = sub.add_parser("resume", help="continue an interrupted search",
@@ -67,7 +71,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-
     from evaluators.budget import format_budget, parse_budget
     from nas.errors import UserError
     from nas.search.config import Fidelity, SearchConfig, check_study_name, default_storage
@@ -79,6 +82,8 @@ def run(args) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.imgsz is not None and args.imgsz < 32:
         raise UserError(f"--imgsz must be at least 32, got {args.imgsz}")
+    if args.measure_best < 0:
+        raise UserError(f"--measure-best must be 0 or more, got {args.measure_best}")
     if not Path(args.space).is_file():
         raise UserError(f"{args.space}: no such file")
     study = check_study_name(args.study or f"{Path(args.space).stem}-{format_budget(budget)}")
@@ -91,6 +96,7 @@ def run(args) -> int:
         trials=args.trials, objective=args.objective,
         sampler=args.sampler or ("nsga2" if args.objective == "pareto" else "tpe"), seed=args.seed,
         pruner=pruner, max_failures=args.max_failures, max_over_budget=args.max_over_budget,
+        measure_best=args.measure_best,
         workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
         latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,

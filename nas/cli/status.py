@@ -17,7 +17,7 @@ def run(args) -> int:
 
     from nas.search.config import default_storage
     from nas.search.progress import counts, counts_line, trials_table
-    from nas.search.study import best_feasible, load_study
+    from nas.search.study import best_feasible, load_study, measurements
 
     study = load_study(args.study, args.storage or default_storage(args.study))
     cfg = study.user_attrs.get("config", {})
@@ -33,6 +33,9 @@ def run(args) -> int:
                   soft_wrap=True)
     console.print(trials_table(study, limit=args.limit))
     best = best_feasible(study)
+    for number, m in sorted(measurements(study).items()):
+        verdict = "fits" if m["latency_measured_ms"] <= study.user_attrs.get("budget_ms", float("inf")) else "OVER budget"
+        console.print(f"measured whole: trial #{number} {m['latency_measured_ms']:.2f} ms ({verdict})")
     if best:
         console.print(f"best: trial #{best.number}, mAP {best.values[0]:.4f} at "
                       f"{best.user_attrs['latency_ms']:.2f} ms")

@@ -66,6 +66,7 @@ class SearchConfig:
     latency_cache: str | None = None  # folder of the per-target block tables (default: studies/latency)
     max_failures: int = 5            # consecutive failed trials that stop the search
     max_over_budget: int = 200       # consecutive over-budget candidates that stop it (nothing fits)
+    measure_best: int = 3            # the best feasible candidates measured whole at the end (0: none)
     fidelity: Fidelity = field(default_factory=Fidelity)
 
     @property

@@ -22,7 +22,8 @@ from .latency import LatencyOracle
 from .lock import driver_lock
 from .progress import Progress, counts, counts_line, trials_table
 from .pruning import make_pruner
-from .study import best_feasible, evaluated, open_study, recover_interrupted, requeue_interrupted
+from .study import (best_feasible, evaluated, measurements, open_study, ranked_feasible, record_measurement,
+                    recover_interrupted, requeue_interrupted)
 
 
 def make_sampler(cfg: SearchConfig, offset: int) -> optuna.samplers.BaseSampler:
@@ -81,21 +82,27 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
         if len(evaluated(study)) >= cfg.trials:
             console.print(f"study {cfg.study!r} already has {len(evaluated(study))} evaluated trials "
                           f"(target {cfg.trials}); raise --trials to search further")
+            if len(measurements(study)) < min(cfg.measure_best, len(ranked_feasible(study))):
+                measure_winners(study, _oracle(cfg, space, nc, console), cfg, console)  # cut short last time
             console.print(trials_table(study, limit=10))
             return 0
         # a cluster that cannot be joined is said now, not after minutes of calibration; a local
         # Ray starts after it, so that its processes do not disturb the timing
         joined = connect(cfg) if cfg.address else False
         try:
-            oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
-                                   cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
-            oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
-            return _run_with_ray(cfg, study, space, nc, oracle, console)
+            return _run_with_ray(cfg, study, space, nc, _oracle(cfg, space, nc, console), console)
         finally:
             if joined:
                 import ray
 
                 ray.shutdown()
+
+
+def _oracle(cfg: SearchConfig, space, nc: int, console: Console) -> LatencyOracle:
+    oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
+                           cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
+    oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
+    return oracle
 
 
 def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
@@ -172,13 +179,18 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
         if started_ray:
             ray.shutdown()
 
+    if not interrupted:
+        measure_winners(study, oracle, cfg, console)
     c = counts(study)
     console.print(trials_table(study, limit=15))
     best = best_feasible(study)
     console.print(f"study {cfg.study!r}: {counts_line(c, cfg.trials)}; storage {cfg.storage}", soft_wrap=True)
     if best:
+        measured = measurements(study).get(best.number)
+        whole = f", measured {measured['latency_measured_ms']:.2f} ms" if measured else ""
         console.print(f"best: trial #{best.number}, mAP {best.values[0]:.4f} at {best.user_attrs['latency_ms']:.2f} ms "
-                      f"(budget {cfg.budget_ms:g} ms). Export: nas export {cfg.study} -o best.yaml", soft_wrap=True)
+                      f"{best.user_attrs.get('latency_source', 'predicted')}{whole} (budget {cfg.budget_ms:g} ms). "
+                      f"Export: nas export {cfg.study} -o best.yaml", soft_wrap=True)
     if interrupted:
         console.print(f"interrupted: the study is safe. Resume with: nas resume {cfg.study}")
         return 130
@@ -186,6 +198,29 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
         console.print(f"search stopped: {searcher.stop_reason}", style="red", markup=False, soft_wrap=True)
         return 1
     return 0
+
+
+def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfig, console: Console) -> None:
+    """Measure the best few feasible candidates whole on the target, stored beside the prediction.
+    The predictor is a few percent off; the budget is a promise. In rank order, until cfg.measure_best
+    are measured and one of them fits (at most 4x that many): one that measures over budget is
+    flagged and passed over by `best_feasible`, so the next one that fits is the one exported."""
+    if cfg.measure_best <= 0 or cfg.latency == "measured":
+        return  # measured mode: every latency already is a whole-model measurement
+    done, budget = measurements(study), cfg.budget_ms
+    fits = any(m["latency_measured_ms"] <= budget for m in done.values())
+    for t in ranked_feasible(study):
+        if len(done) >= 4 * cfg.measure_best or (len(done) >= cfg.measure_best and fits):
+            break
+        if t.number in done:
+            continue
+        ms, target = oracle.measure_whole(t.user_attrs["arch"])
+        record_measurement(study, t.number, ms, target)
+        done[t.number] = {"latency_measured_ms": ms}
+        fits = fits or ms <= budget
+        verdict = "fits" if ms <= budget else f"OVER the {budget:g} ms budget: passed over"
+        console.print(f"measured trial #{t.number} whole on the target: {ms:.2f} ms (predicted "
+                      f"{t.user_attrs['latency_ms']:.2f} ms): {verdict}", markup=False, soft_wrap=True)
 
 
 @contextmanager

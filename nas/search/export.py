@@ -8,7 +8,7 @@ import optuna
 from nas.errors import UserError
 from nas.models import load_arch, save_arch
 
-from .study import best_feasible, pareto_front
+from .study import best_feasible, measurements, pareto_front
 
 
 def trial_arch(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
@@ -19,6 +19,7 @@ def trial_arch(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
         "study": study.study_name, "trial": trial.number,
         "map": round(float(trial.values[0]), 6), "map50": round(float(a.get("map50", float("nan"))), 6),
         "latency_ms": a.get("latency_ms"), "latency_source": a.get("latency_source"),
+        "latency_measured_ms": measurements(study).get(trial.number, {}).get("latency_measured_ms"),
         "budget_ms": a.get("budget_ms"), "target": a.get("target"),
         "params": a.get("params"), "flops": a.get("flops"),
         "deploy_params": a.get("deploy_params"), "deploy_flops": a.get("deploy_flops"),

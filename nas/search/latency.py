@@ -35,6 +35,14 @@ class LatencyOracle:
         predictor = self.predictors.get(imgsz) or self._predictor(imgsz)
         return predictor.predict(arch), "predicted", predictor.target.to_dict()
 
+    def measure_whole(self, arch: dict) -> tuple[float, dict]:
+        """(ms, target description) of the whole detector measured on the target, on a quiet
+        machine when it can be had: what the end of a search checks its winners with."""
+        if self.mode == "measured":
+            return self(arch)[0], self.target(arch["imgsz"]).to_dict()
+        predictor = self.predictors.get(arch["imgsz"]) or self._predictor(arch["imgsz"])
+        return predictor.measure(arch), predictor.target.to_dict()
+
     @property
     def blocks_measured(self) -> int:
         """Blocks timed so far (a candidate whose blocks the table knows adds none)."""
@@ -62,8 +70,41 @@ class LatencyOracle:
             archs = [self.space.random_arch(self.seed + 1000 + i, self.nc) for i in range(CALIBRATION_ARCHS)]
             for a in archs:
                 a["imgsz"] = imgsz
+            predictor.progress = TableProgress(self.log)
             fit = predictor.calibrate(archs)
+            predictor.progress = None
             self.log(f"latency predictor ready: {len(predictor.table)} blocks, fit error {fit.error:.1%} "
                      f"({time.perf_counter() - start:.0f} s)")
         self.predictors[imgsz] = predictor
         return predictor
+
+
+class TableProgress:
+    """Lines with an ETA while a latency table builds (minutes on a fresh machine): one when a
+    phase starts, then at most one every `every_s` seconds, as plain lines so that they read the
+    same on a terminal and in a log."""
+
+    PHASES = {"blocks": "timing the blocks of the calibration architectures",
+              "models": "measuring the calibration architectures whole"}
+
+    def __init__(self, log, every_s: float = 10.0):
+        self.log, self.every_s = log, every_s
+        self.phase, self.started, self.last = None, 0.0, 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if phase != self.phase:
+            self.phase, self.started, self.last = phase, now, now
+            self.log(f"latency table: {self.PHASES.get(phase, phase)} ({total})")
+            return
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        left = (now - self.started) / max(done, 1) * (total - done)
+        eta = f", about {_duration(left)} left" if done < total else f", {_duration(now - self.started)}"
+        self.log(f"latency table: {phase} {done}/{total}{eta}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

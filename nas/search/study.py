@@ -149,10 +149,31 @@ def is_feasible(t: FrozenTrial) -> bool:
     return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
 
 
-def best_feasible(study: optuna.Study) -> FrozenTrial | None:
-    """The feasible COMPLETE trial of highest mAP (ties: lower latency)."""
+def ranked_feasible(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible COMPLETE trials by the budget check, highest mAP first (ties: lower latency)."""
     ok = [t for t in study.get_trials(deepcopy=False) if is_feasible(t) and not math.isnan(t.values[0])]
-    return max(ok, key=lambda t: (t.values[0], -t.user_attrs.get("latency_ms", 0.0)), default=None)
+    return sorted(ok, key=lambda t: (-t.values[0], t.user_attrs.get("latency_ms", 0.0)))
+
+
+def best_feasible(study: optuna.Study) -> FrozenTrial | None:
+    """The feasible trial of highest mAP (ties: lower latency), passing over any whose whole-model
+    measurement at the end of the search came out over budget."""
+    measured = measurements(study)
+    budget = study.user_attrs.get("budget_ms", math.inf)
+    return next((t for t in ranked_feasible(study)
+                 if measured.get(t.number, {}).get("latency_measured_ms", 0.0) <= budget), None)
+
+
+def measurements(study: optuna.Study) -> dict[int, dict]:
+    """Whole-model latencies measured at the end of a search, by trial number: {"latency_measured_ms",
+    "target"}. Kept on the study: a finished trial's own attributes cannot change."""
+    return {int(k): v for k, v in study.user_attrs.get("measured", {}).items()}
+
+
+def record_measurement(study: optuna.Study, number: int, ms: float, target: dict) -> None:
+    stored = dict(study.user_attrs.get("measured", {}))
+    stored[str(number)] = {"latency_measured_ms": round(float(ms), 4), "target": target}
+    study.set_user_attr("measured", stored)
 
 
 def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
