@@ -10,8 +10,10 @@ import torch
 import yaml
 
 from nas.errors import UserError
-from nas.models import build_model
+from nas.models import DFCAttention, RepConv, build_model, reparameterize
 from nas.space import Choice, Fixed, Range, SearchSpace, load_space
+
+from .helpers import randomize_bn
 
 DEFAULT = Path(__file__).resolve().parents[1] / "spaces" / "ghost_yolo.yaml"
 NC = 3
@@ -71,11 +73,13 @@ def test_default_space_loads_with_expected_distributions(space):
     assert d["stages.2.se"].choices == (False, True)
     assert d["stages.5.ratio"].choices == (2, 3, 4)
     assert (d["stages.5.branches"].low, d["stages.5.branches"].high) == (0, 4)
-    assert set(d["neck.width"].choices) >= {48, 64, 96, 128}
+    assert "neck.width" not in d and d["neck.width_p3"].low == 32 and max(d["neck.width_p5"].choices) >= 192
+    assert d["neck.ratio"].choices == (2, 3, 4) and d["neck.attention"].choices == (False, True)
+    assert (d["neck.branches"].low, d["neck.branches"].high) == (0, 4)
     # Fixed keys are not parameters; conditional ones only on request.
     assert "imgsz" not in d and "stages.0.stride" not in d and "stages.0.attention" not in d
-    assert "stages.2.dfc_kernel" not in d and "stages.2.scale" not in d
-    assert {"stages.2.dfc_kernel", "stages.2.scale"} <= set(space.distributions(conditional=True))
+    assert "stages.2.dfc_kernel" not in d and "stages.2.scale" not in d and "neck.dfc_kernel" not in d
+    assert {"stages.2.dfc_kernel", "stages.2.scale", "neck.dfc_kernel"} <= set(space.distributions(conditional=True))
     assert space.leaves()["imgsz"] == Fixed(320)
 
 
@@ -139,8 +143,8 @@ def test_arch_from_params_refuses_missing_and_outside_values(space):
         space.arch_from_params({k: v for k, v in params.items() if k != "stages.1.width"}, NC)
     with pytest.raises(UserError, match="'stages.3.width' = 44 is outside the space"):
         space.arch_from_params({**params, "stages.3.width": 44}, NC)  # not on the step-8 grid
-    with pytest.raises(UserError, match="'neck.width' = 50 is outside"):
-        space.arch_from_params({**params, "neck.width": 50}, NC)
+    with pytest.raises(UserError, match="'neck.width_p4' = 50 is outside"):
+        space.arch_from_params({**params, "neck.width_p4": 50}, NC)
     with pytest.raises(UserError, match="'stages.2.se' = 1 is outside"):
         space.arch_from_params({**params, "stages.2.se": 1}, NC)  # 1 is not True here
 
@@ -190,6 +194,13 @@ def _drop(path: str):
     return edit
 
 
+def _neck(**keys):
+    """An edit that replaces the whole neck section."""
+    def edit(raw):
+        raw["neck"] = keys
+    return edit
+
+
 MALFORMED = [
     ("width as a string", _set("stages.1.width", "64"), "stages[1].width: expected an int, got '64'"),
     ("bool where int", _set("stages.0.depth", True), "stages[0].depth: expected an int, got True"),
@@ -230,6 +241,25 @@ MALFORMED = [
     ("choice twice", _set("neck.width", [16, 16]), "neck.width: choice 16 is listed twice"),
     ("range for a bool", _set("stages.2.se", {"low": 0, "high": 1}), "stages[2].se: a range needs numbers"),
     ("description not text", _set("description", ["a"]), "description: is fixed, not searchable"),
+    # The neck: one width or three per-level widths, and the Ghost options with the stages' rules.
+    ("neck width and per-level width", _set("neck.width_p4", 32),
+     "neck.width_p4: cannot be combined with neck.width; give one width for every level"),
+    ("neck per-level widths incomplete", _neck(width_p3=16, width_p4=24),
+     "neck.width_p5: missing (per-level widths need all of width_p3, width_p4 and width_p5"),
+    ("neck without any width", _drop("neck.width"), "neck.width: missing (required; give one width for every level"),
+    ("neck per-level width 0", _neck(width_p3=16, width_p4=[24, 0], width_p5=32),
+     "neck.width_p4: choice 1 must be a positive int, got 0"),
+    ("neck per-level low > high", _neck(width_p3={"low": 32, "high": 16}, width_p4=24, width_p5=32),
+     "neck.width_p3: low 32 > high 16"),
+    ("neck ratio 5", _set("neck.ratio", [2, 5]), "neck.ratio: choice 1 must be a Ghost ratio between 2 and 4"),
+    ("neck attention not a bool", _set("neck.attention", [False, 1]),
+     "neck.attention: choice 1 expected a bool (true/false), got 1"),
+    ("neck dfc kernel without attention", _set("neck.dfc_kernel", 3),
+     "neck.dfc_kernel: has no effect because neck.attention is always false"),
+    ("neck even dfc kernel", _neck(width=16, attention=True, dfc_kernel=[3, 4]),
+     "neck.dfc_kernel: choice 1 must be an odd positive int, got 4"),
+    ("neck branches 5", _set("neck.branches", {"low": 0, "high": 5}), "neck.branches: range [0, 5] includes 5"),
+    ("neck scale", _set("neck.scale", False), "neck: unknown key(s) ['scale']"),
 ]
 
 
@@ -262,3 +292,88 @@ def test_unreadable_or_non_mapping_files_are_refused(tmp_path, text, message):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         load_space(tmp_path / "nope.yaml")
+
+
+# --- the neck: per-level widths, Ghost ratio, DFC attention and re-param branches ------------------
+
+NECK = {"width_p3": [16, 24], "width_p4": {"low": 24, "high": 40, "step": 8}, "width_p5": [32, 48],
+        "depth": {"low": 1, "high": 2}, "ratio": [2, 3, 4], "attention": [False, True], "dfc_kernel": [3, 5],
+        "branches": {"low": 0, "high": 4}}
+NECK_PARAMS = ["neck.width_p3", "neck.width_p4", "neck.width_p5", "neck.depth", "neck.ratio", "neck.attention",
+               "neck.branches"]
+
+
+@pytest.fixture(scope="module")
+def neck_space(tmp_path_factory) -> SearchSpace:
+    return load_space(write_space(tmp_path_factory.mktemp("neck"), changed(_neck(**NECK)), "neck"))
+
+
+def _neck_rows(arch: dict) -> dict:
+    """The neck rows pan_neck writes, by role (row offsets from the first head row)."""
+    head = arch["head"]
+    return {"lateral": head[0], "csp": [head[3], head[6], head[9], head[12]], "down": [head[7], head[10]]}
+
+
+def test_neck_leaves_become_parameters_by_key_path(neck_space):
+    d = neck_space.distributions()
+    assert [k for k in d if k.startswith("neck.")] == NECK_PARAMS  # in sampling order
+    assert d["neck.width_p4"] == optuna.distributions.IntDistribution(24, 40, step=8)
+    assert d["neck.attention"].choices == (False, True) and d["neck.ratio"].choices == (2, 3, 4)
+    assert "neck.dfc_kernel" in neck_space.distributions(conditional=True)
+
+
+def test_neck_values_reach_the_rows_and_conditionals_only_where_they_hold(neck_space):
+    seen = {k: set() for k in NECK_PARAMS + ["neck.dfc_kernel"]}
+    for seed in range(40):
+        trial = random_trial(seed)
+        arch = neck_space.sample(trial, NC)
+        p = trial.params
+        assert ("neck.dfc_kernel" in p) == p["neck.attention"]
+        for k in seen:
+            if k in p:
+                seen[k].add(p[k])
+        rows = _neck_rows(arch)
+        w3, w4, w5 = p["neck.width_p3"], p["neck.width_p4"], p["neck.width_p5"]
+        dfc = p["neck.dfc_kernel"] if p["neck.attention"] else 0
+        assert rows["lateral"][3][0] == w5
+        assert [r[3] for r in rows["csp"]] == [[w, p["neck.ratio"], dfc, p["neck.branches"]] for w in (w4, w3, w4, w5)]
+        assert all(r[1] == p["neck.depth"] for r in rows["csp"])
+        extra = [0, p["neck.branches"]] if p["neck.branches"] else []  # the stride-2 convs get branches too
+        assert [r[3] for r in rows["down"]] == [[w, 3, 2, p["neck.ratio"], *extra] for w in (w3, w4)]
+        assert neck_space.arch_from_params(dict(p), NC) == arch
+    assert all(len(values) > 1 for values in seen.values()), seen  # every neck leaf is really searched
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_neck_candidates_build_run_and_fuse(neck_space, seed):
+    trial = random_trial(seed)
+    model = randomize_bn(build_model(neck_space.sample(trial, NC))).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = model(x)
+        assert [tuple(o.shape) for o in out] == [(2, 64 + NC, 8, 8), (2, 64 + NC, 4, 4), (2, 64 + NC, 2, 2)]
+        fused = reparameterize(copy.deepcopy(model))
+        assert max((a - b).abs().max().item() for a, b in zip(out, fused(x))) < 1e-4
+    neck = model.layers[len(model.arch["backbone"]):]
+    assert any(isinstance(m, RepConv) for m in neck.modules()) == (trial.params["neck.branches"] > 0)
+    assert any(isinstance(m, DFCAttention) for m in neck.modules()) == trial.params["neck.attention"]
+
+
+def test_old_style_spaces_ask_for_the_same_parameters_as_before(tmp_path):
+    """A space written before the neck was searched (one `width`, no ratio / attention / branches)
+    still loads and asks for exactly the parameters it always did, in the same order, and its
+    neck rows are the ones it always wrote: existing studies replay unchanged."""
+    space = load_space(Path(__file__).parent / "data" / "tiny_space.yaml")
+    assert list(space.distributions(conditional=True)) == [
+        "stages.0.width", "stages.1.width", "stages.1.attention", "stages.2.depth", "stages.2.width",
+        "stages.2.branches", "stages.3.width", "last", "neck.width"]
+    trial = random_trial(0)
+    arch = space.sample(trial, NC)
+    assert [k for k in trial.params if k.startswith("neck.")] == ["neck.width"]
+    w = trial.params["neck.width"]
+    rows = _neck_rows(arch)
+    assert [r[3] for r in rows["csp"]] == [[w, 2, 0, 0]] * 4 and [r[3] for r in rows["down"]] == [[w, 3, 2, 2]] * 2
+    # BASE's old-style neck with a fixed ratio, as the default space had it: still no new parameters.
+    old = load_space(write_space(tmp_path, changed(_set("neck.ratio", 2))))
+    assert [k for k in old.distributions(conditional=True) if k.startswith("neck.")] == ["neck.width", "neck.depth"]
+

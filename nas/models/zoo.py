@@ -64,10 +64,15 @@ def pan_neck(taps: tuple[int, int, int], first: int, widths: tuple[int, int, int
              ratio: int = 2, dfc: int = 0, branches: int = 0) -> list[list]:
     """PAN-FPN head rows: 1x1 laterals, top-down (upsample + concat + GhostCSP), bottom-up
     (stride-2 GhostConv + concat + GhostCSP), then Detect on the three outputs.
-    `first` is the global index of the first head row (= number of backbone rows)."""
+    `first` is the global index of the first head row (= number of backbone rows).
+    `ratio` and `branches` apply to every Ghost module of the neck (the CSP bottlenecks and the
+    stride-2 GhostConvs); `dfc` (DFC attention kernel, 0 = off) to the CSP bottlenecks' expansion
+    modules, as in the backbone's bottlenecks. The downsampling GhostConvs' rows only carry
+    `branches` when it is > 0, so neck rows without branches read as they always have."""
     p3, p4, p5 = taps
     w3, w4, w5 = widths
     csp = lambda w: [w, ratio, dfc, branches]  # noqa: E731
+    down = lambda w: [w, 3, 2, ratio] + ([0, branches] if branches else [])  # noqa: E731
     rows = [
         [p5, 1, "ConvBNAct", [w5, 1, 1]],                 # +0  lateral P5
         [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
@@ -76,10 +81,10 @@ def pan_neck(taps: tuple[int, int, int], first: int, widths: tuple[int, int, int
         [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
         [[-1, p3], 1, "Concat", [1]],
         [-1, depth, "GhostCSP", csp(w3)],                  # +6  out P3
-        [-1, 1, "GhostConv", [w3, 3, 2, ratio]],
+        [-1, 1, "GhostConv", down(w3)],
         [[-1, first + 3], 1, "Concat", [1]],
         [-1, depth, "GhostCSP", csp(w4)],                  # +9  out P4
-        [-1, 1, "GhostConv", [w4, 3, 2, ratio]],
+        [-1, 1, "GhostConv", down(w4)],
         [[-1, first], 1, "Concat", [1]],
         [-1, depth, "GhostCSP", csp(w5)],                  # +12 out P5
     ]

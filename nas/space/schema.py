@@ -6,7 +6,7 @@
       - {stride: 1, depth: 1, width: [8, 12, 16]}
       ...
     last: [480, 640, 960]
-    neck: {width: [48, 64, 96, 128], depth: {low: 1, high: 2}}
+    neck: {width: [48, 64, 96, 128], depth: {low: 1, high: 2}}      # or width_p3, width_p4, width_p5
     head: {width: [32, 48, 64]}
 
 `parse_space(raw, where)` turns the YAML value into leaves (see `leaves.py`), or raises a
@@ -22,6 +22,7 @@ from nas.errors import UserError
 from .leaves import Fixed, Leaf, parse_leaf
 
 REQUIRED = object()
+OPTIONAL = object()  # a key that may be left out and then has no leaf (the neck's width forms)
 STEM_STRIDE = 2  # the stem conv halves the input; the stages take it on to 8, 16 and 32
 SE_RATIO = 0.25  # GhostNet's squeeze-excite reduction when SE is on
 
@@ -65,11 +66,21 @@ TOP_KEYS: dict[str, Key] = {
     "stem": Key(int, 16, **_positive(), doc="stem conv width"),
     "last": Key(int, **_positive(), doc="final 1x1 conv width (P5 tap)"),
 }
+NECK_LEVELS = ("width_p3", "width_p4", "width_p5")
 SECTIONS: dict[str, dict[str, Key]] = {
+    # The neck takes one width for every level (`width`) or one per level (`width_p3..p5`), never
+    # both; `_check_neck_widths` enforces that. Keys are sampled in this order. The keys an older
+    # space could not have either replace `width` or come after `depth` and `ratio`, and default
+    # to fixed values (no parameters), so an old space asks for the same parameters in the same
+    # order as before.
     "neck": {
-        "width": Key(int, **_positive(), doc="channels of every PAN level"),
+        "width": Key(int, OPTIONAL, **_positive(), doc="channels of every PAN level"),
+        **{k: Key(int, OPTIONAL, **_positive(), doc=f"channels of the PAN's P{k[-1]} level") for k in NECK_LEVELS},
         "depth": Key(int, 1, **_positive("an int >= 1"), doc="Ghost bottlenecks per CSP block"),
-        "ratio": Key(int, 2, **_RATIO, doc="Ghost ratio of the neck"),
+        "ratio": Key(int, 2, **_RATIO, doc="Ghost ratio of every neck Ghost module"),
+        "attention": Key(bool, False, doc="DFC attention on the expansion module of the CSP bottlenecks"),
+        "dfc_kernel": Key(int, 5, **_ODD, doc="DFC attention kernel; sampled only when attention is on"),
+        "branches": Key(int, 0, **_BRANCHES, doc="re-param branches (GhostNetV3) of every neck Ghost module"),
     },
     "head": {
         "width": Key(int, **_positive(), doc="channels of the Detect branches"),
@@ -100,7 +111,7 @@ def _parse_mapping(raw: Any, keys: dict[str, Key], path: str) -> dict[str, Leaf]
             leaves[name] = parse_leaf(raw[name], where, key.kind, key.check, key.rule, key.searchable)
         elif key.default is REQUIRED:
             raise UserError(f"{where}: missing (required; {key.doc})")
-        else:
+        elif key.default is not OPTIONAL:
             leaves[name] = Fixed(key.default)
     return leaves
 
@@ -139,6 +150,9 @@ def _parse_space(raw: Any) -> ParsedSpace:
         if name not in raw:
             raise UserError(f"{name}: missing (required; keys {', '.join(keys)})")
         sections[name] = _parse_mapping(raw[name], keys, name)
+        if name == "neck":
+            _check_neck_widths(raw[name])
+            _check_conditionals(sections[name], raw[name], name)
     return ParsedSpace(top, stages, sections, description)
 
 
@@ -147,12 +161,26 @@ def _never(leaf: Leaf, value: Any) -> bool:
     return isinstance(leaf, Fixed) and leaf.value == value
 
 
-def _check_conditionals(stage: dict[str, Leaf], raw: dict, path: str) -> None:
+def _check_conditionals(leaves: dict[str, Leaf], raw: dict, path: str) -> None:
     """A conditional key given where its condition can never hold is a mistake, not a no-op."""
-    if "dfc_kernel" in raw and _never(stage["attention"], False):
+    if "dfc_kernel" in raw and _never(leaves["attention"], False):
         raise UserError(f"{path}.dfc_kernel: has no effect because {path}.attention is always false")
-    if "scale" in raw and _never(stage["branches"], 0):
+    if "scale" in raw and _never(leaves["branches"], 0):
         raise UserError(f"{path}.scale: has no effect because {path}.branches is always 0")
+
+
+def _check_neck_widths(raw: dict) -> None:
+    """Either `width` (every level) or all of `width_p3`, `width_p4`, `width_p5`."""
+    levels = [k for k in NECK_LEVELS if k in raw]
+    either = "give one width for every level (neck.width) or one per level (neck.width_p3, width_p4, width_p5)"
+    if "width" in raw and levels:
+        raise UserError(f"neck.{levels[0]}: cannot be combined with neck.width; {either}, not both")
+    if "width" not in raw and not levels:
+        raise UserError(f"neck.width: missing (required; {either})")
+    if levels and len(levels) < len(NECK_LEVELS):
+        missing = next(k for k in NECK_LEVELS if k not in raw)
+        raise UserError(f"neck.{missing}: missing (per-level widths need all of width_p3, width_p4 and "
+                        f"width_p5; or give one neck.width for every level)")
 
 
 def _check_strides(stages: list[dict[str, Leaf]]) -> None:

@@ -4,9 +4,10 @@
     arch = space.sample(trial, nc=80)              # define-by-run: trial.suggest_* per searched key
     arch == space.arch_from_params(trial.params, nc=80)
 
-Parameters are named by key path ("imgsz", "stages.2.width", "neck.depth"). Conditional ones are
-only asked for when they matter: `stages.i.dfc_kernel` when attention is on, `stages.i.scale`
-when branches > 0, so two trials with the same architecture have the same parameters.
+Parameters are named by key path ("imgsz", "stages.2.width", "neck.depth", "neck.width_p3").
+Conditional ones are only asked for when they matter: `stages.i.dfc_kernel` and `neck.dfc_kernel`
+when attention is on, `stages.i.scale` when branches > 0, so two trials with the same
+architecture have the same parameters.
 Candidates are plain architecture dicts made by `stage_backbone` and `pan_neck`.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nas.models.arch import read_yaml
 from .leaves import Fixed, Leaf
 from .schema import SE_RATIO, ParsedSpace, parse_space
 
-CONDITIONAL = ("dfc_kernel", "scale")  # stage keys asked for only when their condition holds
+CONDITIONAL = ("dfc_kernel", "scale")  # stage / neck keys asked for only when their condition holds
 
 # pick(param name, leaf) -> value: the one thing that differs between sampling and replaying.
 Pick = Callable[[str, Leaf], Any]
@@ -79,11 +80,12 @@ class SearchSpace:
         stem = pick("stem", p.top["stem"])
         stages = [self._stage(i, leaves, pick) for i, leaves in enumerate(p.stages)]
         last = pick("last", p.top["last"])
-        neck = {k: pick(f"neck.{k}", leaf) for k, leaf in p.sections["neck"].items()}
+        neck = self._neck(p.sections["neck"], pick)
         head_width = pick("head.width", p.sections["head"]["width"])
 
         backbone, taps = stage_backbone(stem, stages, last)
-        head = pan_neck(taps, len(backbone), (neck["width"],) * 3, neck["depth"], head_width, ratio=neck["ratio"])
+        head = pan_neck(taps, len(backbone), neck["widths"], neck["depth"], head_width, ratio=neck["ratio"],
+                        dfc=neck["dfc"], branches=neck["branches"])
         return {"nc": nc, "imgsz": imgsz, "backbone": backbone, "head": head}
 
     @staticmethod
@@ -95,6 +97,14 @@ class SearchSpace:
         return dict(stride=v["stride"], depth=v["depth"], width=v["width"], expansion=v["expansion"],
                     kernel=v["kernel"], se=SE_RATIO if v["se"] else 0.0, ratio=v["ratio"], dfc=dfc,
                     branches=v["branches"], scale=scale)
+
+    @staticmethod
+    def _neck(leaves: dict[str, Leaf], pick: Pick) -> dict:
+        """`pan_neck`'s arguments. The space has either `width` or `width_p3..p5` (see the schema)."""
+        v = {k: pick(f"neck.{k}", leaf) for k, leaf in leaves.items() if k not in CONDITIONAL}
+        widths = (v["width"],) * 3 if "width" in v else (v["width_p3"], v["width_p4"], v["width_p5"])
+        dfc = pick("neck.dfc_kernel", leaves["dfc_kernel"]) if v["attention"] else 0
+        return dict(widths=widths, depth=v["depth"], ratio=v["ratio"], dfc=dfc, branches=v["branches"])
 
     # --- describing the space -----------------------------------------------------------------
 
