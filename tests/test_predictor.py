@@ -107,6 +107,20 @@ def test_prediction_of_a_known_architecture_measures_nothing(warm_dir, target, m
     assert predictor.measured == 0
 
 
+def test_a_candidate_the_block_model_puts_far_over_the_screen_is_not_timed(warm_dir, tmp_path, target,
+                                                                           monkeypatch):
+    copy_cache(warm_dir, tmp_path, target)
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=0)
+    medium = plain_arch(48, 48)  # its blocks are in no table yet
+    refused = []
+    monkeypatch.setattr(local_module, "time_blocks", lambda keys, target, **kw: refused.append(keys) or {})
+    ms, source = predictor.predict_with_source(medium, screen_above=1e-6)
+    assert source == "table+model" and ms > 0 and not refused and predictor.measured == 0
+    # under the screen, the new blocks are timed as always (here: refused, so the model fills in)
+    predictor.predict_with_source(medium, screen_above=1e6)
+    assert refused and set(refused[0]) == {k for k, _ in predictor.blocks(medium)} - set(predictor.table)
+
+
 def test_another_target_gets_its_own_table(warm_dir, target):
     other = Target.resolve("cpu", "onnxruntime", 2, IMGSZ)
     a, b = LatencyPredictor(target, warm_dir, QUICK, max_wait_s=0), LatencyPredictor(other, warm_dir, QUICK, max_wait_s=0)

@@ -134,7 +134,7 @@ def test_predicted_latency_calibrates_then_predicts_every_candidate(in_tmp, ray_
     meta = yaml.safe_load(open("best.yaml"))["meta"]
     assert meta["latency_measured_ms"] == measured[meta["trial"]]["latency_measured_ms"]
     for t in study.trials:
-        assert t.user_attrs["latency_source"] == "predicted" and t.user_attrs["latency_ms"] > 0
+        assert t.user_attrs["latency_source"] == "table" and t.user_attrs["latency_ms"] > 0
         assert t.user_attrs["target"]["threads"] == 1
 
 

@@ -7,6 +7,8 @@
     measure.py      whole models: measure_latency -> LatencyResult
     blocks.py       block keys of an architecture, and each block's deploy graph as ONNX
     local.py        the local backend (this machine)
+    remote.py       the remote backend: a device running server.py (Device, RemoteBackend)
+    server.py       the device server, `nas device serve` (standard library, numpy, onnxruntime)
     calibration.py  a * block_sum + b, fitted on whole models
     predictor.py    the table on disk and the prediction
 
@@ -22,6 +24,7 @@ _EXPORTS = {
     "arch_blocks": "blocks", "block_key": "blocks",
     "Calibration": "calibration", "fit_calibration": "calibration",
     "LatencyPredictor": "predictor", "LocalBackend": "local",
+    "RemoteBackend": "remote", "Device": "remote",
 }
 __all__ = list(_EXPORTS)
 

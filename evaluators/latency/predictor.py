@@ -6,14 +6,18 @@ predictor splits an architecture into blocks, measures each distinct block once 
 what only a whole graph has (operator fusion across block boundaries, one session instead of many,
 memory traffic), so `calibrate()` fits `measured = a * sum + b` on a few whole-model measurements.
 
-The table lives in `<cache_dir>/latency-<target.key()>.json` (the key names the machine and library
-versions, so one folder serves every target); blocks unknown to it are measured lazily. Several
-searches share it: each block is measured once per target. The calibration depends on which
-architectures it was fitted on, so the file keeps one per `scope` (the search space's hash).
+The table lives in `<cache_dir>/latency-<target.key()>.json` (the key names the processor and
+runtime version, not the host, so one folder serves every target and identical machines share a
+table), or in a file named by `path` (a portable table, table.py); blocks unknown to it are
+measured lazily (`unseen="time"`) or predicted by a model fitted on the blocks it has
+(`unseen="model"`, block_model.py: for a table whose device is not here). Several searches share
+it: each block is measured once per target. The calibration depends on which architectures it was
+fitted on, so the file keeps one per `scope` (the search space's hash).
 
     predictor = LatencyPredictor(Target.resolve(imgsz=320), "studies/latency")
     predictor.calibrate(some_archs)          # measures their blocks and the whole models (seconds each)
     predictor.predict(arch)                  # ms; well under a millisecond once its blocks are known
+    predictor.predict_with_source(arch)      # (ms, "table"), or "table+model" when the model filled in
 
 Blocks are defined in blocks.py; they are timed through a backend (local.py: this machine), with
 the discipline of timing.py.
@@ -30,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.errors import UserError
 from nas.models.arch import load_arch
 
+from .block_model import BlockModel
 from .blocks import arch_blocks
 from .calibration import Calibration, fit_calibration
 from .local import LocalBackend
@@ -42,6 +48,7 @@ FORMAT = 4  # bump when keys, timings or the file's layout change: older tables 
 # 4: blocks exported as whole models are (onnxscript's optimizer), the canary exported likewise
 
 BATCH = 16  # blocks timed between two saves of the table (and progress reports)
+UNSEEN = ("time", "model")  # what becomes of a block the table lacks: timed now, or the block model's
 
 
 class LatencyPredictor:
@@ -50,13 +57,26 @@ class LatencyPredictor:
     `measured` counts the blocks this instance timed (a warm cache leaves it at 0). `scope` names
     the family of architectures its calibration is fitted on and used for (the search space's
     hash): a table shared by several spaces keeps one calibration per scope.
+
+    `path`: a table file of `target` (portable: see table.py) instead of the one in `cache_dir`;
+    a file of another target or format is refused (UserError), never rebuilt. `unseen`: "time"
+    (blocks the table lacks are timed through the backend and added) or "model" (predicted by
+    the block model fitted on the table; nothing is timed, nothing added).
     """
 
-    def __init__(self, target: Target, cache_dir: str | os.PathLike, timing: dict | None = None,
-                 max_wait_s: float = CANARY_MAX_WAIT_S, scope: str = "", backend=None):
-        self.target, self.scope = target, scope
+    def __init__(self, target: Target, cache_dir: str | os.PathLike | None = None, timing: dict | None = None,
+                 max_wait_s: float = CANARY_MAX_WAIT_S, scope: str = "", backend=None,
+                 path: str | os.PathLike | None = None, unseen: str = "time"):
+        if unseen not in UNSEEN:
+            raise ValueError(f"unseen must be one of {UNSEEN}, got {unseen!r}")
+        if path is None and cache_dir is None:
+            raise ValueError("a LatencyPredictor needs a cache_dir or a table path")
+        self.target, self.scope, self.unseen = target, scope, unseen
         self.backend = backend or LocalBackend(target)  # where blocks and whole models are timed
-        self.path = Path(cache_dir) / f"latency-{target.key()}.json"
+        self.explicit = path is not None  # a file the user named: refused, not rebuilt, when it does not fit
+        self.path = Path(path) if path is not None else Path(cache_dir) / f"latency-{target.key()}.json"
+        self._model: BlockModel | None = None
+        self.modelled: dict[str, float] = {}  # blocks the model predicted (kept apart: they are no timings)
         self.timing = dict(timing or {})  # overrides of time_blocks' defaults
         self.table: dict[str, float] = {}
         self.calibration = Calibration()
@@ -73,6 +93,12 @@ class LatencyPredictor:
     def calibrated(self) -> bool:
         return self.calibration.n > 0
 
+    @property
+    def can_time(self) -> bool:
+        """Whether blocks and whole models can be timed on the target (not: a table whose device is
+        not here, table.OfflineBackend)."""
+        return getattr(self.backend, "connected", True)
+
     # -- prediction -----------------------------------------------------------------------------
 
     def blocks(self, arch: dict) -> list[tuple[str, int]]:
@@ -80,17 +106,58 @@ class LatencyPredictor:
         return arch_blocks(arch, self.target.imgsz)
 
     def block_sum(self, arch: dict) -> float:
-        """Uncalibrated: the sum of the block latencies (ms), measuring unknown blocks first."""
+        """Uncalibrated: the sum of the block latencies (ms), timing unknown blocks first (or, with
+        unseen="model", taking the block model's prediction for them)."""
+        return self._block_sum(arch)[0]
+
+    def _block_sum(self, arch: dict, screen_above: float | None = None) -> tuple[float, bool]:
+        """(block sum in ms, whether the block model filled in a block the table lacks).
+        `screen_above` (ms, calibrated): when the block model already puts the architecture above
+        it, its unseen blocks are not timed (a candidate far over budget is told so in a moment)."""
         blocks = self.blocks(arch)
-        self._measure([k for k, _ in blocks if k not in self.table])
-        return sum(self.table[k] * n for k, n in blocks)
+        missing = [k for k, _ in blocks if k not in self.table]
+        if missing and self.unseen == "time" and screen_above is not None and self.table:
+            estimate = self._modelled_sum(blocks, missing)
+            if self.calibration.apply(estimate) > screen_above:
+                return estimate, True
+        if missing and self.unseen == "time":
+            self._measure(missing)
+            missing = [k for k in missing if k not in self.table]
+        if not missing:
+            return sum(self.table[k] * n for k, n in blocks), False
+        return self._modelled_sum(blocks, missing), True
+
+    def _modelled_sum(self, blocks: list[tuple[str, int]], missing: list[str]) -> float:
+        """The block sum with the block model's figure for each block the table lacks."""
+        model = self.block_model
+        for k in missing:
+            if k not in self.modelled:
+                self.modelled[k] = model.predict(k)
+        return sum((self.table[k] if k in self.table else self.modelled[k]) * n for k, n in blocks)
 
     def predict(self, arch: dict | str | os.PathLike) -> float:
         """Predicted latency (ms) of `arch` (a dict or an architecture YAML) at the target's input size."""
+        return self.predict_with_source(arch)[0]
+
+    def predict_with_source(self, arch: dict | str | os.PathLike,
+                            screen_above: float | None = None) -> tuple[float, str]:
+        """(predicted ms, source): "table" when every block's latency was timed on the target,
+        "table+model" when the block model predicted some that the table lacks (see _block_sum
+        for `screen_above`)."""
         if not isinstance(arch, dict):
             arch = load_arch(arch)
-        c = self.calibration
-        return c.apply(self.block_sum(arch))
+        ms, modelled = self._block_sum(arch, screen_above)
+        return self.calibration.apply(ms), "table+model" if modelled else "table"
+
+    @property
+    def block_model(self) -> BlockModel:
+        """The block model fitted on the table's timed blocks, refitted once the table has grown."""
+        if self._model is None or self._model.fitted_on != len(self.table):
+            if not self.table:
+                raise UserError(f"latency table {self.path} has no timed block: the block model has nothing "
+                                f"to fit on (time some blocks on {self.target.describe()} first)")
+            self._model, self.modelled = BlockModel.fit(self.table), {}
+        return self._model
 
     def warm(self, archs) -> int:
         """Measure every block of `archs` not in the table yet; returns how many were measured."""
@@ -169,19 +236,30 @@ class LatencyPredictor:
         return value
 
     def _read(self, quiet: bool = False) -> dict | None:
-        """The cache file's content, or None when missing, unreadable, of another format or target."""
+        """The cache file's content, or None when missing, unreadable, of another format or target.
+        The target must have this one's identity (Target.identity: not the host, which the file
+        records as information). A file the user named (`path`) is refused instead (UserError)."""
         if not self.path.exists():
             return None
+        found = None
         try:
             data = json.loads(self.path.read_text())
-            ok = (isinstance(data, dict) and data.get("format") == FORMAT
-                  and data.get("target") == self.target.to_dict() and isinstance(data.get("blocks"), dict)
-                  and isinstance(data.get("calibrations"), dict))
-            if ok:
+            if not (isinstance(data, dict) and isinstance(data.get("target"), dict)
+                    and isinstance(data.get("blocks"), dict) and isinstance(data.get("calibrations"), dict)):
+                reason = "not a latency table of this format"
+            elif data.get("format") != FORMAT:
+                reason = f"another format ({data.get('format')}; this version reads {FORMAT})"
+            elif (found := Target.from_dict(data["target"])).identity() != self.target.identity():
+                reason = f"another target ({found.describe()})"
+            else:
                 return data
-            reason = "another format or target"
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             reason = f"unreadable: {e}"
+        if self.explicit:
+            if reason.startswith("another target"):
+                from .table import mismatch
+                raise mismatch(self.path, found, self.target)
+            raise UserError(f"latency table {self.path}: {reason}")
         if not quiet:
             warnings.warn(f"latency table {self.path} ignored ({reason}); it will be rebuilt", stacklevel=3)
         return None

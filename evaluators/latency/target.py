@@ -104,9 +104,31 @@ class Target:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Target:
+        """The Target a `to_dict()` describes (unknown keys ignored, as from a newer file)."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def identity(self) -> dict:
+        """What makes two targets time alike: device, backend, threads, input size, processor and the
+        runtime's version (torch's only for the torch backend). Not the host: identical machines
+        share one table, so a device profiled once serves everyone (the hostname stays in the table
+        file as information)."""
+        return {"device": self.device, "backend": self.backend, "threads": self.threads, "imgsz": self.imgsz,
+                "processor": self.processor,
+                "torch_version": self.torch_version if self.backend == "torch" else "",
+                "onnxruntime_version": self.onnxruntime_version}
+
+    def describe(self) -> str:
+        """One line naming the identity, e.g. `cpu-onnxruntime-2t-320-1a2b3c4d (Intel Xeon, onnxruntime 1.22.0)`."""
+        version = f"torch {self.torch_version}" if self.backend == "torch" else f"onnxruntime {self.onnxruntime_version}"
+        return f"{self.key()} ({self.processor or 'unknown processor'}, {version})"
+
     def key(self) -> str:
         """Short, stable, file-name-safe id, e.g. `cpu-onnxruntime-2t-320-1a2b3c4d`: the readable part
-        says what was measured, the digest where (machine and library versions)."""
-        where = "|".join((self.processor, self.hostname, self.torch_version, self.onnxruntime_version))
+        says what was measured, the digest on what (processor and runtime version, not the host)."""
+        i = self.identity()
+        where = "|".join((i["processor"], i["torch_version"], i["onnxruntime_version"]))
         digest = hashlib.sha1(where.encode()).hexdigest()[:8]
         return f"{self.device}-{self.backend}-{self.threads}t-{self.imgsz}-{digest}"

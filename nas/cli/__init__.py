@@ -21,7 +21,9 @@ COMMANDS = {
     "train": "nas.cli.train",
     "val": "nas.cli.val",
     "latency": "nas.cli.latency",
+    "latency-table": "nas.cli.latency_table",
     "onnx": "nas.cli.onnx",
+    "device": "nas.cli.device",
 }
 
 

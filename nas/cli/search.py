@@ -54,6 +54,15 @@ def add_parser(sub) -> None:
     lat.add_argument("--latency-cache", metavar="DIR", default=None,
                      help="where the per-target block tables live (default: studies/latency, shared by "
                           "all studies so that each block is measured once per machine)")
+    lat.add_argument("--latency-target", metavar="URL", default=None,
+                     help="time on the device you ship to: the URL of `nas device serve` running there, e.g. "
+                          "http://192.168.1.20:8765 (tables are then keyed by the device)")
+    lat.add_argument("--latency-table", metavar="FILE", default=None,
+                     help="predict with this table file, timed once on its device (nas latency-table, or a "
+                          "copy of studies/latency/latency-*.json): blocks it lacks are timed here when this "
+                          "machine is that device, else predicted by the block model")
+    lat.add_argument("--latency-token-file", metavar="F", default=None,
+                     help="the device server's token (default: $NAS_DEVICE_TOKEN)")
     lat.add_argument("--measure-best", type=int, default=3, metavar="K",
                      help="at the end, measure the best K feasible candidates whole on the target; one over "
                           "budget is passed over (default 3; 0: trust the predictor)")
@@ -86,6 +95,21 @@ def run(args) -> int:
         raise UserError(f"--measure-best must be 0 or more, got {args.measure_best}")
     if not Path(args.space).is_file():
         raise UserError(f"{args.space}: no such file")
+    target_url, token_file = None, None
+    if args.latency_target:
+        from evaluators.latency.remote import normalize_url
+
+        target_url = normalize_url(args.latency_target)
+        token_file = str(Path(args.latency_token_file).resolve()) if args.latency_token_file else None
+    elif args.latency_token_file:
+        raise UserError("--latency-token-file goes with --latency-target URL")
+    table = None
+    if args.latency_table:
+        if args.latency == "measured":
+            raise UserError("--latency-table goes with --latency predicted: a measured search times every model")
+        if not Path(args.latency_table).is_file():
+            raise UserError(f"latency table {args.latency_table}: no such file")
+        table = str(Path(args.latency_table).resolve())
     study = check_study_name(args.study or f"{Path(args.space).stem}-{format_budget(budget)}")
     pruner = args.pruner or ("none" if args.objective == "pareto" else DEFAULT_PRUNER)
     if args.objective == "pareto" and pruner != "none":
@@ -100,6 +124,7 @@ def run(args) -> int:
         workers=args.workers, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
         latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,
+        latency_target=target_url, latency_token_file=token_file, latency_table=table,
         fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                           device=args.device, lr=args.lr, seed=args.seed))
     if cfg.fidelity.device == "cuda" and cfg.gpus_per_trial <= 0:

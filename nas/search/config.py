@@ -24,7 +24,7 @@ IDENTITY_FLAGS = {
     "sampler": "--sampler", "pruner": "--pruner", "seed": "--seed",
     "data": "--data", "epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "lr": "--lr",
     "latency": "--latency", "latency_device": "--latency-device", "latency_backend": "--latency-backend",
-    "latency_threads": "--latency-threads",
+    "latency_threads": "--latency-threads", "latency_target": "--latency-target",
 }
 
 
@@ -64,6 +64,9 @@ class SearchConfig:
     latency_threads: int | None = None
     latency_device: str = "cpu"
     latency_cache: str | None = None  # folder of the per-target block tables (default: studies/latency)
+    latency_target: str | None = None  # a device server's URL (nas device serve): timed there, not here
+    latency_token_file: str | None = None  # its token (absolute path); else $NAS_DEVICE_TOKEN
+    latency_table: str | None = None  # a portable table file (absolute path): its target, its blocks
     max_failures: int = 5            # consecutive failed trials that stop the search
     max_over_budget: int = 200       # consecutive over-budget candidates that stop it (nothing fits)
     measure_best: int = 3            # the best feasible candidates measured whole at the end (0: none)
@@ -90,7 +93,8 @@ class SearchConfig:
                 "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
                 "data": f.data, "epochs": f.epochs, "imgsz": f.imgsz, "batch": f.batch, "lr": f.lr,
                 "latency": self.latency, "latency_device": self.latency_device,
-                "latency_backend": self.latency_backend, "latency_threads": self.latency_threads}
+                "latency_backend": self.latency_backend, "latency_threads": self.latency_threads,
+                "latency_target": self.latency_target}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":

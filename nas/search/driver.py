@@ -18,7 +18,7 @@ from nas.errors import UserError
 
 from .cluster import connect
 from .config import SearchConfig
-from .latency import LatencyOracle
+from .latency import SCREEN, LatencyOracle
 from .lock import driver_lock
 from .progress import Progress, counts, counts_line, trials_table
 from .pruning import make_pruner
@@ -100,7 +100,10 @@ def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
 
 def _oracle(cfg: SearchConfig, space, nc: int, console: Console) -> LatencyOracle:
     oracle = LatencyOracle(cfg.latency, cfg.latency_device, cfg.latency_backend, cfg.latency_threads,
-                           cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print)
+                           cfg.latency_folder, space, nc, cfg.seed or 0, log=console.print,
+                           target_url=cfg.latency_target, token_file=cfg.latency_token_file,
+                           table=cfg.latency_table)
+    oracle.screen_above_ms = SCREEN * cfg.budget_ms  # far over budget: no need to time new blocks
     oracle.prepare(space.random_arch(cfg.seed or 0, nc)["imgsz"])  # calibrate once, before any trial
     return oracle
 
@@ -205,8 +208,8 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
     The predictor is a few percent off; the budget is a promise. In rank order, until cfg.measure_best
     are measured and one of them fits (at most 4x that many): one that measures over budget is
     flagged and passed over by `best_feasible`, so the next one that fits is the one exported."""
-    if cfg.measure_best <= 0 or cfg.latency == "measured":
-        return  # measured mode: every latency already is a whole-model measurement
+    if cfg.measure_best <= 0 or cfg.latency == "measured" or not oracle.can_measure:
+        return  # measured mode: every latency already is one; a table whose device is not here: none can be
     done, budget = measurements(study), cfg.budget_ms
     fits = any(m["latency_measured_ms"] <= budget for m in done.values())
     for t in ranked_feasible(study):
