@@ -257,8 +257,28 @@ def test_the_canary_wait_polls_fast_first_then_backs_off(target, monkeypatch):
     monkeypatch.setattr(canary, "time", lambda: next(readings))
     pauses = []
     monkeypatch.setattr(timing_module.time, "sleep", pauses.append)
+    monkeypatch.setattr(timing_module, "others_cpu_share", lambda window_s: 0.9)  # another process is busy
     assert canary.wait(max_wait_s=60, poll_s=1.0, first_poll_s=0.1) is True
-    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0] and canary.last_ms == 1.05
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0] and canary.last_ms == 1.05 and canary.slow_idle == 0
+
+
+def test_a_slow_canary_with_nothing_else_running_is_not_waited_for(tmp_path, target, monkeypatch):
+    canary = Canary(local_module.block_runner(CANARY_KEY, target), record_ms=1.0)
+    monkeypatch.setattr(canary, "time", lambda: 1.3)  # 30% over its record, steadily
+    monkeypatch.setattr(timing_module, "others_cpu_share", lambda window_s: 0.02)
+    assert canary.wait(max_wait_s=60) is False and canary.slow_idle == pytest.approx(0.3)
+
+    predictor = LatencyPredictor(target, tmp_path, QUICK, max_wait_s=30)
+    monkeypatch.setattr(predictor, "canary", canary)
+    with pytest.warns(UserWarning, match="30% slower than its best with nothing else running"):
+        assert predictor.wait_quiet() is False
+    assert predictor.busy_until == 0.0  # not a busy machine: checked again next time, warned once
+    assert predictor.wait_quiet() is False
+
+
+def test_others_cpu_share_reads_this_machine():
+    share = timing_module.others_cpu_share(0.05)
+    assert share is None or 0.0 <= share <= 1.0
 
 
 def test_the_canary_record_is_kept_with_the_table(tmp_path, target):

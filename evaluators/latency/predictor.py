@@ -86,6 +86,7 @@ class LatencyPredictor:
         self.waited_seconds = 0.0   # time spent waiting for a quiet machine
         self.canary = self.backend.canary
         self.max_wait_s, self.busy_until = max_wait_s, 0.0
+        self.warned_slow_idle = False
         self.progress = None  # (phase "blocks" | "models", done, total) -> None, while the table builds
         self._load()
 
@@ -203,6 +204,15 @@ class LatencyPredictor:
         self.waited_seconds += time.perf_counter() - start
         if quiet:
             return True
+        slow_idle = getattr(self.canary, "slow_idle", 0.0)
+        if slow_idle > 0:  # nothing else runs here: no use waiting, and no busy machine to warn of
+            if not self.warned_slow_idle:
+                self.warned_slow_idle = True
+                warnings.warn(f"this machine runs {slow_idle:.0%} slower than its best with nothing else running "
+                              f"on it (a shared host, or a changed CPU clock): timing goes on, and blocks timed "
+                              f"now may read that much high; a dedicated machine, or the device itself "
+                              f"(nas device serve), times steadier", stacklevel=3)
+            return False
         self.busy_until = time.monotonic() + CANARY_GIVE_UP_S
         slower = self.canary.last_ms / self.canary.record_ms - 1
         warnings.warn(f"the machine stays busy (a reference block runs {slower:.0%} slower than its best): "
