@@ -126,6 +126,19 @@ def test_the_table_build_reports_each_phase_then_an_eta_at_most_every_few_second
                      "latency table: measuring the calibration architectures whole (16)"]
 
 
+def test_a_warning_during_a_search_is_one_line(tmp_path):
+    import warnings
+
+    from rich.console import Console
+
+    from nas.search.driver import _warnings_as_lines
+
+    log = tmp_path / "log"
+    with open(log, "w") as f, _warnings_as_lines(Console(file=f, width=300)):
+        warnings.warn("the machine runs 26% slower than its best", UserWarning)
+    assert log.read_text() == "warning: the machine runs 26% slower than its best\n"
+
+
 def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_path):
     from rich.console import Console
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,9 +60,14 @@ def data_classes(spec: str) -> int:
 
 
 def run_search(cfg: SearchConfig, console: Console | None = None) -> int:
+    console = console or Console(stderr=True)
+    with _warnings_as_lines(console):
+        return _search(cfg, console)
+
+
+def _search(cfg: SearchConfig, console: Console) -> int:
     from nas.space import load_space
 
-    console = console or Console(stderr=True)
     space = load_space(cfg.space)
     cfg.fidelity.data = data = absolute_data(cfg.fidelity.data)  # Ray workers run in other folders
     split = describe_split(data)
@@ -224,6 +230,19 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
         verdict = "fits" if ms <= budget else f"OVER the {budget:g} ms budget: passed over"
         console.print(f"measured trial #{t.number} whole on the target: {ms:.2f} ms (predicted "
                       f"{t.user_attrs['latency_ms']:.2f} ms): {verdict}", markup=False, soft_wrap=True)
+
+
+@contextmanager
+def _warnings_as_lines(console: Console):
+    """A warning (a busy machine, a table rebuilt) is one line of the search's output, not Python's
+    two lines with a file name and a line of source code."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *rest, **kw: console.print(f"warning: {message}", style="yellow",
+                                                                       markup=False, soft_wrap=True)
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 @contextmanager
