@@ -1,4 +1,7 @@
-"""Shared test setup: one torch thread, and the `nas` entry point."""
+"""Shared test setup: one torch thread, the `nas` entry point, a Ray instance per module, a
+working folder per test."""
+import logging
+
 import pytest
 import torch
 
@@ -19,3 +22,20 @@ def one_torch_thread():
 @pytest.fixture
 def nas_main():
     return cli.main
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A 2-CPU Ray for the tests of one module (searches join it instead of starting their own)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run the test in its own folder (studies/ and tables land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -4,7 +4,6 @@ detector ships to. Requests go over loopback only; every wait is bounded."""
 import base64
 import http.client
 import json
-import logging
 import os
 import select
 import socket
@@ -231,21 +230,6 @@ def test_nas_latency_on_the_target(server, tmp_path, capsys, nas_main):
 
 
 # --- the search ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 def _search(name: str, *latency) -> list[str]:
     args = ["search", str(SPACE), "--budget", "1s", "--trials", "2", "--study", name, "--latency-cache", "tables",

@@ -6,7 +6,6 @@ Needs a server: $NAS_TEST_POSTGRES (`eval "$(.ci/postgres start)"` starts a thro
 does). Without it the tests skip, saying so, except in CI (CI=true), where they fail. The module
 works in a database of its own, created here and dropped at the end, so reruns never collide.
 """
-import logging
 import os
 import signal
 import subprocess
@@ -45,15 +44,6 @@ def pg():
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def lock_rows(url: str) -> dict:

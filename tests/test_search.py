@@ -1,6 +1,5 @@
 """The search: Optuna ask/tell under Ray Tune, the latency constraint, resume, status and export."""
 import json
-import logging
 import math
 import os
 import signal
@@ -251,15 +250,6 @@ def test_recovery_killed_between_queueing_and_failing_queues_once():
 
 
 # -- the whole search on Ray ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 
 def test_search_with_two_workers_then_status_and_export(tmp_path, monkeypatch, ray_cluster, capsys):
     monkeypatch.chdir(tmp_path)

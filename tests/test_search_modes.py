@@ -2,7 +2,6 @@
 by what the storage holds: samplers, objectives, pruning on and off, both latency modes, what
 --trials counts, resumes that cannot mix searches, and study names."""
 import itertools
-import logging
 
 import optuna
 import pytest
@@ -13,21 +12,6 @@ from nas.cli import main
 from nas.search import pruning
 from nas.search.study import evaluated, measurements
 from tests.searching import FAST, SPACE, load
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def search(*args) -> list[str]:
