@@ -26,14 +26,7 @@ from rich.table import Table
 from evaluators.latency import Target
 from evaluators.latency.predictor import LatencyPredictor
 from nas.space import load_space
-
-
-def kendall_tau_b(x, y) -> float:
-    """Kendall's tau-b (ties counted as in scipy.stats.kendalltau) over all pairs."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    upper = np.triu_indices(len(x), 1)
-    dx, dy = np.sign(x[:, None] - x[None, :])[upper], np.sign(y[:, None] - y[None, :])[upper]
-    return float(np.sum(dx * dy) / np.sqrt(np.sum(dx * dx) * np.sum(dy * dy)))
+from rank_stats import kendall_tau_b
 
 
 def measure(predictor: LatencyPredictor, arch: dict) -> tuple[float, float]:

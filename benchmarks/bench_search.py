@@ -1,6 +1,6 @@
 """Search overhead and search quality.
 
-    python benchmarks/bench_search.py --trials 12 --seeds 0 1 --budget 15ms --epochs 3
+    python benchmarks/bench_search.py --trials 12 --seeds 0 1 --budget 15ms [--steps 64 | --epochs 3]
 
 For each sampler (TPE, random) and seed, runs a search of N trials on the built-in synthetic data
 (studies under --studies, default /tmp/nas-bench-studies) and reports:
@@ -65,8 +65,8 @@ def run_one(args, sampler: str, seed: int) -> dict:
                        storage=f"sqlite:///{Path(args.studies).resolve() / name / 'study.db'}", trials=args.trials,
                        sampler=sampler, seed=seed, workers=args.workers, cpus_per_trial=args.cpus_per_trial,
                        latency_threads=args.threads, latency_cache=str(cache_dir(args)),
-                       fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                                         lr=args.lr, seed=seed))
+                       fidelity=Fidelity(data=args.data, steps=args.steps, epochs=args.epochs, imgsz=args.imgsz,
+                                         batch=args.batch, lr=args.lr, seed=seed))
     blocks_before = table_size(args)
     started = time.time()
     run_search(cfg)
@@ -107,34 +107,39 @@ def run_one(args, sampler: str, seed: int) -> dict:
             "best_latency_ms": best.user_attrs["latency_ms"] if best else None}
 
 
+def scaled_baseline(budget_ms: float, nc: int, threads: int | None, imgsz: int = 320) -> tuple | None:
+    """The hand-designed detector at the budget: GhostNetV2 backbone + the reference neck, its width
+    scaled down until it measures under `budget_ms`. (width, arch, ms), or None if even 0.25x is over."""
+    from evaluators.latency import measure_latency
+    from nas.models import build_model, ghostnet_yolo
+
+    for width in [1.0, 0.9, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25]:
+        arch = ghostnet_yolo(2, width, nc=nc, imgsz=imgsz, neck_widths=(64, 128, 256), head_width=64)
+        ms = measure_latency(build_model(arch), imgsz, threads=threads).median_ms
+        print(f"baseline width {width}: {ms:.2f} ms", flush=True)
+        if ms <= budget_ms:
+            return width, arch, ms
+    return None
+
+
 def baseline(args) -> dict:
-    """GhostNetV2 backbone + reference neck, width scaled to the budget, trained like a candidate."""
+    """The scaled baseline, trained like a candidate."""
     import torch
 
     from evaluators.budget import parse_budget
     from evaluators.data import load_dataset
-    from evaluators.latency import measure_latency
     from evaluators.train import train
-    from nas.models import build_model, ghostnet_yolo
+    from nas.models import build_model
 
-    budget = parse_budget(args.budget)
     nc = load_dataset(args.data, "val", imgsz=64, cache=False).nc
-    imgsz = 320
-    chosen = None
-    for width in [1.0, 0.9, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25]:
-        arch = ghostnet_yolo(2, width, nc=nc, imgsz=imgsz, neck_widths=(64, 128, 256), head_width=64)
-        ms = measure_latency(build_model(arch), imgsz, threads=args.threads).median_ms
-        print(f"baseline width {width}: {ms:.2f} ms", flush=True)
-        if ms <= budget:
-            chosen = (width, arch, ms)
-            break
+    chosen = scaled_baseline(parse_budget(args.budget), nc, args.threads)
     if chosen is None:
         return {"width": None, "note": "even width 0.25 is over budget"}
     width, arch, ms = chosen
     torch.manual_seed(0)
     torch.set_num_threads(max(1, int(args.cpus_per_trial)))  # as a search trial would
-    result = train(build_model(arch), data=args.data, epochs=args.epochs, imgsz=args.imgsz or imgsz,
-                   batch=args.batch, lr=args.lr, seed=0)
+    result = train(build_model(arch), data=args.data, steps=args.steps, epochs=args.epochs,
+                   imgsz=args.imgsz or arch["imgsz"], batch=args.batch, lr=args.lr, seed=0)
     return {"width": width, "latency_ms": ms, "map": result.final["map"], "map50": result.final["map50"]}
 
 
@@ -146,7 +151,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--samplers", nargs="*", default=["tpe", "random"], help="none: the baseline only")
     p.add_argument("--data", default="synthetic")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="proxy optimizer steps (default: the search's)")
+    p.add_argument("--epochs", type=int, default=None, help="proxy epochs instead of steps")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01, help="proxy learning rate, searches and baseline alike")
@@ -157,6 +163,10 @@ def main() -> None:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
+    if args.steps is None and args.epochs is None:
+        from nas.search.config import DEFAULT_STEPS
+
+        args.steps = DEFAULT_STEPS
 
     from rich.console import Console
     from rich.table import Table
@@ -169,7 +179,8 @@ def main() -> None:
         return f"{100 * seconds / r['mean_trial_s']:.1f}%" if r["mean_trial_s"] else "-"
 
     # Per trial (over-budget ones included), as a share of the mean time inside a trained trial.
-    table = Table(title=f"search: {args.trials} trials, budget {args.budget}, {args.epochs} epochs, {args.data}; "
+    table = Table(title=f"search: {args.trials} trials, budget {args.budget}, "
+                        f"{f'{args.epochs} epochs' if args.epochs else f'{args.steps} steps'}, {args.data}; "
                         f"one-time predictor calibration {setup_s:.0f} s")
     for col in ("sampler", "seed", "trained", "best mAP", "@ ms", "mean trial s", "start+stop s",
                 "driver s/trial", "latency check s/trial (waiting)", "new blocks/trial (1st, 2nd half)",

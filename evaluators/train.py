@@ -62,14 +62,14 @@ class TrainResult:
                 "time": self.time, "history": self.history, "data": self.data}
 
 
-def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10, imgsz: int | None = None,
+def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int | None = 10, imgsz: int | None = None,
           batch: int = 16, device: str = "cpu", optimizer: str = "auto", lr: float | None = None,
           lrf: float = 0.01, momentum: float = 0.937, weight_decay: float = 5e-4, warmup: float = 1.0,
           warmup_iters: int | None = None, ema_decay: float = 0.9999, ema_tau: float = 2000.0,
           amp: bool = True, clip: float = 10.0, workers: int = 0, seed: int = 0, augment: bool = True,
           time_limit: float | None = None, val: str | Dataset | None = None, val_every: int = 1,
           callback: Callable[[int, dict], bool | None] | None = None,
-          on_batch: Callable[[int, int, int, dict], None] | None = None) -> TrainResult:
+          on_batch: Callable[[int, int, int, dict], None] | None = None, steps: int | None = None) -> TrainResult:
     """Train `model` in place on `data` and validate its EMA; see the module docstring for the loop.
 
     data / val: a dataset spec (train and val splits loaded at `imgsz`, default the model's) or
@@ -81,6 +81,8 @@ def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10,
     warmup: epochs (fractional allowed) of linear warm-up from 0; `warmup_iters` overrides it.
     Weight decay goes to conv/linear weights only, never to BatchNorm parameters or biases.
     amp: autocast to float16 with a GradScaler, on CUDA only. clip: max gradient norm.
+    steps: the training length in optimizer steps instead of epochs (it overrides `epochs`), rounded
+        up to whole epochs: the same amount of learning on a data set of any size.
     time_limit: seconds; training stops after the epoch during which it ran out.
     callback(epoch, metrics): called after every epoch with its 0-based index and its history entry
         (whose "epoch" is the 1-based count); returning False or raising `Stop` ends training (any other exception, e.g. a pruning signal,
@@ -89,8 +91,9 @@ def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10,
     Raises NonFiniteLoss on a NaN/inf loss, UserError when model and data disagree on classes.
     """
     start = time.perf_counter()
-    if epochs < 1 or batch < 1 or val_every < 1:
-        raise ValueError(f"epochs, batch and val_every must be >= 1, got {epochs}, {batch}, {val_every}")
+    if (steps is None and (epochs or 0) < 1) or (steps is not None and steps < 1) or batch < 1 or val_every < 1:
+        raise ValueError(f"epochs (or steps), batch and val_every must be >= 1, got {epochs}, {steps}, {batch}, "
+                         f"{val_every}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but CUDA is not available")
@@ -105,6 +108,8 @@ def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10,
                                drop_last=len(train_set) >= 2 * batch)  # no tiny last batch, unless it is all there is
     val_loader = make_loader(val_set, batch, shuffle=False, workers=workers)
     batches = len(train_loader)
+    if steps is not None:
+        epochs = epochs_for_steps(steps, batches)
     total = epochs * batches
 
     model.to(device).train()
@@ -177,6 +182,17 @@ def train(model: nn.Module, data: str | Dataset = "synthetic", epochs: int = 10,
                        data={"train": train_set.summary(), "val": val_set.summary(),
                              "train_report": train_set.report, "val_report": val_set.report},
                        ema=ema.module)
+
+
+def batches_per_epoch(images: int, batch: int) -> int:
+    """Optimizer steps in one epoch of `images` at `batch`, as `train` loads them (drop_last only
+    when at least two full batches remain)."""
+    return images // batch if images >= 2 * batch else math.ceil(images / batch)
+
+
+def epochs_for_steps(steps: int, batches: int) -> int:
+    """The whole epochs that give at least `steps` optimizer steps."""
+    return max(1, math.ceil(steps / max(1, batches)))
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float | None, momentum: float, weight_decay: float,

@@ -12,8 +12,8 @@
 """
 from .dataset import DetectionDataset, collate, load_dataset, make_loader
 from .images import clear_image_cache
-from .splits import describe_split
+from .splits import describe_split, train_image_count
 from .transforms import Augment
 
 __all__ = ["Augment", "DetectionDataset", "clear_image_cache", "collate", "describe_split", "load_dataset",
-           "make_loader"]
+           "make_loader", "train_image_count"]

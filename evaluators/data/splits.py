@@ -107,6 +107,21 @@ def describe_split(spec: str | Path) -> dict:
     return describe(plan_splits(spec))
 
 
+def train_image_count(spec: str | Path) -> int:
+    """How many images a spec trains on (listed, none decoded): what turns a proxy budget in optimizer
+    steps into epochs. A held-out split's train part is what remains after the hold-out."""
+    plan = plan_splits(spec)
+    if plan.train is None:
+        raise UserError(f"{spec}: no 'train' split to train on")
+    if plan.train.kind == "synthetic":
+        from .synthetic import parse_spec
+
+        return parse_spec(plan.train.path)["n"]
+    if plan.held_out_reason:
+        return describe(plan)["held_out"]["n_train"]
+    return len(_listed_names(plan.train))
+
+
 def _listed_names(part: Part) -> list[str]:
     """The names a held-out split ranks, as the readers list them."""
     if part.kind == "coco":

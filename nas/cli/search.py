@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.search.config import DEFAULT_PRUNER, PRUNERS
+from nas.search.config import DEFAULT_PRUNER, DEFAULT_STEPS, PRUNERS
 
 
 def add_parser(sub) -> None:
@@ -39,7 +39,10 @@ def add_parser(sub) -> None:
     ray.add_argument("--address", help="join an existing Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     fid = p.add_argument_group("proxy training")
     fid.add_argument("--data", default="synthetic", help="synthetic[:n=..,nc=..], dataset YAML or COCO JSON")
-    fid.add_argument("--epochs", type=int, default=3)
+    fid.add_argument("--steps", type=int, default=None,
+                     help=f"optimizer steps per candidate, rounded up to whole epochs of the data (default "
+                          f"{DEFAULT_STEPS}: the same amount of learning on a data set of any size)")
+    fid.add_argument("--epochs", type=int, default=None, help="epochs per candidate, instead of --steps")
     fid.add_argument("--imgsz", type=int, default=None, help="training size (default: the space's input size)")
     fid.add_argument("--batch", type=int, default=16)
     fid.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -86,8 +89,10 @@ def run(args) -> int:
     from nas.search.driver import run_search
 
     budget = parse_budget(args.budget)
-    for flag in ("trials", "workers", "epochs", "batch", "max_failures", "max_over_budget"):
-        if getattr(args, flag) < 1:
+    if args.steps is not None and args.epochs is not None:
+        raise UserError("--steps and --epochs both set the proxy's length: give one")
+    for flag in ("trials", "workers", "steps", "epochs", "batch", "max_failures", "max_over_budget"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.imgsz is not None and args.imgsz < 32:
         raise UserError(f"--imgsz must be at least 32, got {args.imgsz}")
@@ -125,8 +130,8 @@ def run(args) -> int:
         address=args.address, latency=args.latency, latency_backend=args.latency_backend,
         latency_threads=args.latency_threads, latency_device=args.latency_device, latency_cache=args.latency_cache,
         latency_target=target_url, latency_token_file=token_file, latency_table=table,
-        fidelity=Fidelity(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                          device=args.device, lr=args.lr, seed=args.seed))
+        fidelity=Fidelity(data=args.data, steps=args.steps or DEFAULT_STEPS, epochs=args.epochs, imgsz=args.imgsz,
+                          batch=args.batch, device=args.device, lr=args.lr, seed=args.seed))
     if cfg.fidelity.device == "cuda" and cfg.gpus_per_trial <= 0:
         cfg.gpus_per_trial = 1.0
     return run_search(cfg)

@@ -14,6 +14,7 @@ from nas.errors import UserError
 STUDIES_DIR = Path("studies")
 PRUNERS = ("median", "sha", "hyperband", "none")  # built by nas.search.pruning
 DEFAULT_PRUNER = "median"  # chosen by benchmarks/bench_pruner.py (README)
+DEFAULT_STEPS = 64  # proxy optimizer steps, chosen by benchmarks/bench_fidelity.py (README; nas.search.proxy)
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # The settings that define a search, with the flag that sets each. A study records them when it is
@@ -22,7 +23,7 @@ _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IDENTITY_FLAGS = {
     "space_hash": "the space file", "budget_ms": "--budget", "objective": "--objective",
     "sampler": "--sampler", "pruner": "--pruner", "seed": "--seed",
-    "data": "--data", "epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "lr": "--lr",
+    "data": "--data", "steps": "--steps", "epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "lr": "--lr",
     "latency": "--latency", "latency_device": "--latency-device", "latency_backend": "--latency-backend",
     "latency_threads": "--latency-threads", "latency_target": "--latency-target",
 }
@@ -32,7 +33,10 @@ IDENTITY_FLAGS = {
 class Fidelity:
     """How each candidate is proxy-trained and scored."""
     data: str = "synthetic"
-    epochs: int = 3
+    # The proxy's length: optimizer steps, the same amount of learning on any data set (a search
+    # rounds them up to whole epochs of its data), or, if given, a number of epochs instead.
+    steps: int | None = DEFAULT_STEPS
+    epochs: int | None = None
     imgsz: int | None = None  # None: the space's input size
     batch: int = 16
     device: str = "cpu"
@@ -42,6 +46,10 @@ class Fidelity:
     # GhostNetV2 baseline 0.014 at the trainer's fine-tuning default of 0.00125).
     lr: float | None = 0.01
     seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs is not None:
+            self.steps = None  # epochs given: they alone set the length
 
 
 @dataclass
@@ -91,7 +99,7 @@ class SearchConfig:
         f = self.fidelity
         return {"space_hash": space_hash, "budget_ms": self.budget_ms, "objective": self.objective,
                 "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
-                "data": f.data, "epochs": f.epochs, "imgsz": f.imgsz, "batch": f.batch, "lr": f.lr,
+                "data": f.data, "steps": f.steps, "epochs": f.epochs, "imgsz": f.imgsz, "batch": f.batch, "lr": f.lr,
                 "latency": self.latency, "latency_device": self.latency_device,
                 "latency_backend": self.latency_backend, "latency_threads": self.latency_threads,
                 "latency_target": self.latency_target}

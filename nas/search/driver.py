@@ -9,12 +9,13 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 from rich.console import Console
 
-from evaluators.data import describe_split
+from evaluators.data import describe_split, train_image_count
 from nas.errors import UserError
 
 from .cluster import connect
@@ -22,6 +23,7 @@ from .config import SearchConfig
 from .latency import SCREEN, LatencyOracle
 from .lock import driver_lock
 from .progress import Progress, counts, counts_line, trials_table
+from .proxy import ProxyPlan, TieWatch
 from .pruning import make_pruner
 from .study import (best_feasible, evaluated, measurements, open_study, ranked_feasible, record_measurement,
                     recover_interrupted, requeue_interrupted)
@@ -74,14 +76,20 @@ def _search(cfg: SearchConfig, console: Console) -> int:
     if split["held_out"]:
         console.print(f"note: {data} has {split['held_out']['reason']}: validating on {split['val']}", soft_wrap=True)
     nc = data_classes(data)
+    f = cfg.fidelity
+    plan = ProxyPlan.of(f.steps, f.epochs, train_image_count(data), f.batch)  # once: pruner and workers agree
 
     with driver_lock(cfg.storage, cfg.study, cfg.folder,  # one driver per study, in its storage
                      warn=lambda line: console.print(line, style="yellow", markup=False, soft_wrap=True)) as lock:
         if lock.previous is not None:
             console.print(lock.describe_previous(), markup=False, soft_wrap=True)
         study = open_study(cfg, space.hash, optuna.samplers.RandomSampler(),
-                           make_pruner(cfg.pruner, cfg.fidelity.epochs), extra={"data_split": split})
+                           make_pruner(cfg.pruner, plan.epochs),
+                           extra={"data_split": split, "proxy": asdict(plan)})
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
+        console.print(f"proxy: {plan.describe()} per candidate", soft_wrap=True)  # said once it is this search
+        if plan.too_short():
+            warnings.warn(plan.too_short())
         recovered = recover_interrupted(study)
         if recovered:
             console.print(f"re-running trial(s) {recovered} left unfinished by an interrupted search")
@@ -96,7 +104,7 @@ def _search(cfg: SearchConfig, console: Console) -> int:
         # Ray starts after it, so that its processes do not disturb the timing
         joined = connect(cfg) if cfg.address else False
         try:
-            return _run_with_ray(cfg, study, space, nc, _oracle(cfg, space, nc, console), console)
+            return _run_with_ray(cfg, study, space, nc, plan, _oracle(cfg, space, nc, console), console)
         finally:
             if joined:
                 import ray
@@ -114,7 +122,7 @@ def _oracle(cfg: SearchConfig, space, nc: int, console: Console) -> LatencyOracl
     return oracle
 
 
-def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
+def _candidate_maker(cfg: SearchConfig, space, nc: int, epochs: int, oracle: LatencyOracle):
     from evaluators.complexity import complexity
     from nas.models import build_model
 
@@ -143,14 +151,14 @@ def _candidate_maker(cfg: SearchConfig, space, nc: int, oracle: LatencyOracle):
         trial.set_user_attr("deploy_params", deploy["params"])  # V3 branches fused: what ships
         trial.set_user_attr("deploy_flops", deploy["flops"])
         trial.set_constraint("latency", latency - cfg.budget_ms)  # feasible when <= 0
-        fid = dict(fidelity, imgsz=fidelity["imgsz"] or arch["imgsz"])
+        fid = dict(fidelity, imgsz=fidelity["imgsz"] or arch["imgsz"], epochs=epochs)
         trial.set_user_attr("driver_s", round(time.perf_counter() - start, 3))  # this candidate's cost to the driver
         return {"arch": arch, "latency_ms": latency, "fidelity": fid, "threads": threads}
 
     return make
 
 
-def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle: LatencyOracle,
+def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, plan: ProxyPlan, oracle: LatencyOracle,
                   console: Console) -> int:
     import ray
     from ray import tune
@@ -164,7 +172,13 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, oracle
     started_ray = connect(cfg)  # False when run_search joined a cluster already
 
     progress = Progress(study, cfg.trials, cfg.workers, console)
-    searcher = OptunaSearcher(study, cfg, _candidate_maker(cfg, space, nc, oracle), on_change=progress.update)
+    ties = TieWatch(study, warnings.warn, plan.describe())
+
+    def changed() -> None:
+        progress.update()
+        ties()
+
+    searcher = OptunaSearcher(study, cfg, _candidate_maker(cfg, space, nc, plan.epochs, oracle), on_change=changed)
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(run_candidate, resources),

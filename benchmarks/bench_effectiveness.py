@@ -1,0 +1,163 @@
+"""Search effectiveness: do the search's winners beat random search and the hand-designed baseline
+after a long training, at no more measured latency?
+
+    python benchmarks/bench_effectiveness.py --budget 15ms --trials 10 --seeds 0 1 2 --imgsz 128
+
+1. For each sampler (constrained TPE, random) and seed: a real search (`run_search`, Ray, the
+   default pruner) of `--trials` evaluated candidates at the default proxy (`--steps`) on the
+   built-in set; the winner is what `nas export` would write.
+2. The baseline: GhostNetV2 backbone + reference neck, width scaled down until it measures under
+   the budget (benchmarks/bench_search.py), proxy-trained like a candidate.
+3. Every winner and the baseline trained at the long fidelity (`--long-steps`, default 5x the
+   proxy, seed 0, two at a time with one thread each), then measured whole (onnxruntime, this CPU,
+   the best of 3 passes). Results go to OUT/effectiveness.json after each step: a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: float) -> dict:
+    """One long training (in a worker process, one thread)."""
+    import torch
+
+    from evaluators.train import train
+    from nas.models import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    result = train(build_model(arch), data=data, steps=steps, imgsz=imgsz, batch=batch, lr=lr, seed=0,
+                   val_every=10_000)
+    return {"map": result.final["map"], "map50": result.final["map50"], "epochs": result.epochs_run,
+            "time_s": time.perf_counter() - start}
+
+
+def winner(args, sampler: str, seed: int) -> dict:
+    import optuna
+
+    from bench_search import run_one
+    from nas.search.export import trial_arch
+    from nas.search.study import best_feasible
+
+    run = run_one(args, sampler, seed)
+    name = f"bench-{sampler}-s{seed}-{args.budget}"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(args.studies).resolve() / name / 'study.db'}")
+    best = best_feasible(study)
+    return {**run, "arch": trial_arch(study, best) if best else None, "trial": best.number if best else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default=str(ROOT / "spaces/ghost_yolo.yaml"))
+    p.add_argument("--budget", default="15ms")
+    p.add_argument("--trials", type=int, default=10, help="evaluated candidates per search")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--steps", type=int, default=None, help="proxy optimizer steps (default: the search's)")
+    p.add_argument("--long-steps", type=int, default=None, help="long training (default: 5x --steps)")
+    p.add_argument("--imgsz", type=int, default=128, help="training size (latency is at the space's size)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--threads", type=int, default=None, help="latency threads (default: all physical cores)")
+    p.add_argument("--studies", default="/tmp/nas-effectiveness")
+    p.add_argument("--out", default="runs/effectiveness")
+    args = p.parse_args()
+    from nas.search.config import DEFAULT_STEPS
+
+    args.steps = args.steps or DEFAULT_STEPS
+    args.epochs = None
+    args.long_steps = args.long_steps or 5 * args.steps
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench_search import prepare_table, scaled_baseline
+    from evaluators.budget import parse_budget
+    from evaluators.data import load_dataset
+    from evaluators.latency import measure_latency
+    from nas.models import build_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "effectiveness.json"
+    state = json.loads(path.read_text()) if path.exists() else {"args": vars(args), "searches": {}}
+
+    def save():
+        path.write_text(json.dumps(state, indent=1))
+
+    # 1. the searches
+    if len(state["searches"]) < 2 * len(args.seeds):
+        state["calibration_s"] = prepare_table(args)
+    for sampler in ("tpe", "random"):
+        for seed in args.seeds:
+            key = f"{sampler}-{seed}"
+            if key not in state["searches"]:
+                state["searches"][key] = winner(args, sampler, seed)
+                save()
+    # 2. the baseline at the budget, proxy-trained like a candidate
+    if "baseline" not in state:
+        nc = load_dataset(args.data, "val", imgsz=64, cache=False).nc
+        width, arch, ms = scaled_baseline(parse_budget(args.budget), nc, args.threads)
+        proxy = long_train(arch, args.data, args.steps, args.imgsz, args.batch, args.lr)
+        state["baseline"] = {"width": width, "arch": arch, "latency_ms": ms, "best_map": proxy["map"]}
+        save()
+    # 3. long training of every winner and the baseline, two at a time
+    entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
+    todo = {k: v for k, v in entries.items() if "long" not in v}
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+        futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr)
+                   for k, v in todo.items()}
+        for k, f in futures.items():
+            entries[k]["long"] = f.result()
+            print(f"{k}: long mAP {entries[k]['long']['map']:.4f}", flush=True)
+            save()
+    for k, v in entries.items():  # measured whole, one after the other, on an otherwise idle machine
+        if "measured_ms" not in v:
+            model = build_model(v["arch"])
+            v["measured_ms"] = min(measure_latency(model, v["arch"]["imgsz"], threads=args.threads).median_ms
+                                   for _ in range(3))
+            save()
+
+    console = Console(width=160)
+    table = Table(title=f"budget {args.budget}: {args.trials} evaluated candidates per search, proxy {args.steps} "
+                        f"steps, long {args.long_steps} steps, {args.data} at {args.imgsz} px")
+    for col in ("detector", "proxy mAP", "long mAP", "long mAP50", "measured ms", "vs baseline (long mAP pts)"):
+        table.add_column(col, justify="right")
+    base = state["baseline"]["long"]["map"]
+    for k, v in entries.items():
+        table.add_row(k if k != "baseline" else f"baseline GhostNetV2 x{state['baseline']['width']}",
+                      f"{v['best_map']:.4f}", f"{v['long']['map']:.4f}", f"{v['long']['map50']:.4f}",
+                      f"{v['measured_ms']:.2f}", f"{100 * (v['long']['map'] - base):+.1f}")
+    console.print(table)
+    tpe_wins = sum(entries[f"tpe-{s}"]["long"]["map"] > entries[f"random-{s}"]["long"]["map"]
+                   for s in args.seeds if f"tpe-{s}" in entries and f"random-{s}" in entries)
+    proxy_wins = sum(state["searches"][f"tpe-{s}"]["best_map"] > state["searches"][f"random-{s}"]["best_map"]
+                     for s in args.seeds)
+    summary = {
+        "tpe_beats_random_long": f"{tpe_wins}/{len(args.seeds)}",
+        "tpe_beats_random_proxy": f"{proxy_wins}/{len(args.seeds)}",
+        **{f"mean_long_map_{s}": statistics.mean(entries[f"{s}-{seed}"]["long"]["map"] for seed in args.seeds
+                                                 if f"{s}-{seed}" in entries) for s in ("tpe", "random")},
+        "baseline_long_map": base, "budget": args.budget,
+    }
+    state["summary"] = summary
+    save()
+    console.print(summary)
+
+
+if __name__ == "__main__":
+    main()
