@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from evaluators.data import describe_split, load_dataset
+from evaluators.data import describe_split, load_dataset, train_image_count
 from evaluators.data.holdout import held_out_count
 from nas.errors import UserError
 from nas.models import save_arch
@@ -165,6 +165,7 @@ def test_yaml_without_val_holds_out_part_of_train_stable_under_file_order(tmp_pa
     (tmp_path / "images/train" / train[0]).write_bytes(b"not an image")
     assert file_names(load_dataset(lists[0], "val", imgsz=32)) == val
     assert describe_split(lists[0])["held_out"]["n_train"] == 8
+    assert train_image_count(lists[0]) == 8  # what a search's proxy steps are counted against
 
 
 def test_yaml_whose_val_is_its_train_images_is_held_out(tmp_path):
@@ -188,6 +189,14 @@ def test_pair_naming_one_json_twice_is_held_out(tmp_path):
     path = write_coco(tmp_path / "a.json", tmp_path, [f"{i}.png" for i in range(5)])
     assert describe_split(f"{path},{path}")["held_out"]["reason"] == "val split is its train images"
     assert len(load_dataset(f"{path},{path}", "val", imgsz=32)) == 1
+
+
+def test_train_image_count_of_a_yaml_with_val_and_of_synthetic(tmp_path):
+    write_yolo(tmp_path, [f"t{i}.png" for i in range(5)])
+    write_yolo(tmp_path, [f"v{i}.png" for i in range(3)], folder="images/val")
+    d = write_yaml(tmp_path / "d.yaml", {"train": "images/train", "val": "images/val", "names": ["x"]})
+    assert train_image_count(d) == 5
+    assert train_image_count("synthetic:n=72") == 72 and train_image_count("synthetic") == 256
 
 
 def test_describe_split_decodes_nothing_and_synthetic_keeps_its_splits(tmp_path):

@@ -89,7 +89,7 @@ def _search(cfg: SearchConfig, console: Console) -> int:
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
         console.print(f"proxy: {plan.describe()} per candidate", soft_wrap=True)  # said once it is this search
         if plan.too_short():
-            warnings.warn(plan.too_short())
+            _warn(console, plan.too_short())
         recovered = recover_interrupted(study)
         if recovered:
             console.print(f"re-running trial(s) {recovered} left unfinished by an interrupted search")
@@ -172,7 +172,7 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, plan: 
     started_ray = connect(cfg)  # False when run_search joined a cluster already
 
     progress = Progress(study, cfg.trials, cfg.workers, console)
-    ties = TieWatch(study, warnings.warn, plan.describe())
+    ties = TieWatch(study, lambda line: _warn(console, line), plan.describe())
 
     def changed() -> None:
         progress.update()
@@ -246,13 +246,16 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
                       f"{t.user_attrs['latency_ms']:.2f} ms): {verdict}", markup=False, soft_wrap=True)
 
 
+def _warn(console: Console, line: str) -> None:
+    console.print(f"warning: {line}", style="yellow", markup=False, soft_wrap=True)
+
+
 @contextmanager
 def _warnings_as_lines(console: Console):
     """A warning (a busy machine, a table rebuilt) is one line of the search's output, not Python's
     two lines with a file name and a line of source code."""
     shown = warnings.showwarning
-    warnings.showwarning = lambda message, *rest, **kw: console.print(f"warning: {message}", style="yellow",
-                                                                       markup=False, soft_wrap=True)
+    warnings.showwarning = lambda message, *rest, **kw: _warn(console, str(message))
     try:
         yield
     finally:
