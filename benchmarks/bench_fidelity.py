@@ -254,7 +254,7 @@ def main() -> None:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=0.01, help="the search's proxy learning rate")
     t.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64], help="proxy fidelities (seed 0)")
-    t.add_argument("--repeat-steps", type=int, nargs="*", default=[32], help="proxy fidelities run again, seed 1")
+    t.add_argument("--repeat-steps", type=int, nargs="*", default=[32, 64], help="proxy fidelities run again, seed 1")
     t.add_argument("--long-steps", type=int, default=160)
     t.add_argument("--threads", type=int, default=1)
     sub.add_parser("report")
