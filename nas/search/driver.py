@@ -87,9 +87,6 @@ def _search(cfg: SearchConfig, console: Console) -> int:
                            make_pruner(cfg.pruner, plan.epochs),
                            extra={"data_split": split, "proxy": asdict(plan)})
         study.sampler = make_sampler(cfg, offset=len(study.trials))  # seeded by how far the study got
-        console.print(f"proxy: {plan.describe()} per candidate", soft_wrap=True)  # said once it is this search
-        if plan.too_short():
-            _warn(console, plan.too_short())
         recovered = recover_interrupted(study)
         if recovered:
             console.print(f"re-running trial(s) {recovered} left unfinished by an interrupted search")
@@ -170,6 +167,10 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, plan: 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_ray = connect(cfg)  # False when run_search joined a cluster already
+    # said once the search can run (its study, latency target and cluster all answered)
+    console.print(f"proxy: {plan.describe()} per candidate", soft_wrap=True)
+    if plan.too_short():
+        _warn(console, plan.too_short())
 
     progress = Progress(study, cfg.trials, cfg.workers, console)
     ties = TieWatch(study, lambda line: _warn(console, line), plan.describe())
