@@ -11,6 +11,8 @@ after a long training, at no more measured latency?
 3. Every winner and the baseline trained at the long fidelity (`--long-steps`, default 5x the
    proxy, seed 0, two at a time with one thread each), then measured whole (onnxruntime, this CPU,
    the best of 3 passes). Results go to OUT/effectiveness.json after each step: a rerun resumes.
+   A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
+   only winners that changed; another --long-steps retrains every long run.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: fl
     result = train(build_model(arch), data=data, steps=steps, imgsz=imgsz, batch=batch, lr=lr, seed=0,
                    val_every=10_000)
     return {"map": result.final["map"], "map50": result.final["map50"], "epochs": result.epochs_run,
-            "time_s": time.perf_counter() - start}
+            "steps": steps, "time_s": time.perf_counter() - start}
 
 
 def winner(args, sampler: str, seed: int) -> dict:
@@ -88,26 +90,37 @@ def main() -> None:
     from bench_search import prepare_table, scaled_baseline
     from evaluators.budget import parse_budget
     from evaluators.data import load_dataset
-    from evaluators.latency import measure_latency
+    from evaluators.latency import cpu_name, measure_latency
     from nas.models import build_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "effectiveness.json"
-    state = json.loads(path.read_text()) if path.exists() else {"args": vars(args), "searches": {}}
+    state = json.loads(path.read_text()) if path.exists() else {"args": vars(args), "processor": cpu_name(),
+                                                                    "searches": {}}
+    if state.get("processor", cpu_name()) != cpu_name():
+        sys.exit(f"{path} was measured on {state['processor']}, this is {cpu_name()}: use another --out")
+    before = state["args"]
+    state["args"] = vars(args)
 
     def save():
         path.write_text(json.dumps(state, indent=1))
 
-    # 1. the searches
-    if len(state["searches"]) < 2 * len(args.seeds):
+    # 1. the searches; a larger --trials resumes them (a search's study keeps its trials)
+    def searched(key: str) -> bool:
+        return key in state["searches"] and state["searches"][key].get("trials_wanted", before["trials"]) >= args.trials
+
+    keys = [(sampler, seed) for sampler in ("tpe", "random") for seed in args.seeds]
+    if not all(searched(f"{sampler}-{seed}") for sampler, seed in keys) and "calibration_s" not in state:
         state["calibration_s"] = prepare_table(args)
-    for sampler in ("tpe", "random"):
-        for seed in args.seeds:
-            key = f"{sampler}-{seed}"
-            if key not in state["searches"]:
-                state["searches"][key] = winner(args, sampler, seed)
-                save()
+    for sampler, seed in keys:
+        key = f"{sampler}-{seed}"
+        if not searched(key):
+            old, new = state["searches"].get(key, {}), {**winner(args, sampler, seed), "trials_wanted": args.trials}
+            if old.get("arch") == new["arch"]:  # the same winner: its long training and latency stand
+                new.update({k: old[k] for k in ("long", "measured_ms") if k in old})
+            state["searches"][key] = new
+            save()
     # 2. the baseline at the budget, proxy-trained like a candidate
     if "baseline" not in state:
         nc = load_dataset(args.data, "val", imgsz=64, cache=False).nc
@@ -117,7 +130,10 @@ def main() -> None:
         save()
     # 3. long training of every winner and the baseline, two at a time
     entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
-    todo = {k: v for k, v in entries.items() if "long" not in v}
+    def long_done(v: dict) -> bool:
+        return "long" in v and v["long"].get("steps", before["long_steps"]) == args.long_steps
+
+    todo = {k: v for k, v in entries.items() if not long_done(v)}
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
         futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr)
                    for k, v in todo.items()}

@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 SETS = ("synthetic", "coco128-person", "coco128")
+SCORES = ("macs", "params", "naswot", "synflow", "zico")  # training-free rankings recorded by `select`
 
 
 def select(args) -> None:
     import torch
 
     from evaluators.budget import parse_budget
-    from evaluators.latency import measure_latency
+    from evaluators.latency import cpu_name, measure_latency
     from evaluators.zero_cost import training_free_scores
     from nas.models import build_model
     from nas.space import load_space
@@ -62,7 +63,7 @@ def select(args) -> None:
         print(f"arch {p['seed']}: {p['scores']}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "archs.json").write_text(json.dumps({"budget_ms": budget, "pool": len(pool),
+    (out / "archs.json").write_text(json.dumps({"budget_ms": budget, "processor": cpu_name(), "pool": len(pool),
                                                 "pool_latency_ms": [p["latency_ms"] for p in pool],
                                                 "archs": picks}, indent=1))
     print(f"{len(feasible)}/{len(pool)} under {args.budget}; picked {args.n}: "
@@ -161,7 +162,7 @@ def report(args) -> None:
         for steps, seed in sorted({(r["steps"], r["seed"]) for r in runs if r["steps"] != long_steps}):
             if all((i, steps, seed) in by for i in ids):
                 rankings[f"proxy {steps} steps, seed {seed}"] = [by[(i, steps, seed)]["map"] for i in ids]
-        for score in ("macs", "params", "naswot", "synflow", "zico"):
+        for score in SCORES:
             rankings[score] = [a["scores"][score] for a in archs]
         rankings["latency"] = [a["latency_ms"] for a in archs]
         table = Table(title=f"{name}: rankings of {len(ids)} architectures against their mAP after "
@@ -199,7 +200,8 @@ def report(args) -> None:
 def markdown(figures: dict) -> str:
     """The README's table: one row per ranking, one column pair per data set."""
     names = list(figures)
-    lines = ["| ranking | " + " | ".join(f"{n}: tau [95% CI] | {n}: Spearman" for n in names) + " |",
+    heads = [f"{n} (vs {figures[n]['long_steps']} steps)" for n in names]
+    lines = ["| ranking | " + " | ".join(f"{h}: tau [95% CI] | {h}: Spearman" for h in heads) + " |",
              "|---|" + "---|---|" * len(names)]
     labels = list(dict.fromkeys(label for f in figures.values() for label in f["rankings"]))
     for label in labels:

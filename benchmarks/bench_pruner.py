@@ -126,11 +126,18 @@ def parse_from_study(spec: str) -> tuple[str, str]:
 
 
 # -- the replay ------------------------------------------------------------------------------------------
+def pruner_of(kind: str, epochs: int):
+    """make_pruner(kind, epochs); "median@K" is the median pruner judging from epoch K on."""
+    if kind.startswith("median@"):
+        return make_pruner("median", epochs, warmup=int(kind.split("@", 1)[1]))
+    return make_pruner(kind, epochs)
+
+
 def replay(events: list[Event], kind: str, epochs: int, study_name: str) -> dict:
     """Feed `events` to a fresh study with make_pruner(kind, epochs), as a live --workers 1 search would."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=optuna.storages.InMemoryStorage(),
-                                direction="maximize", pruner=make_pruner(kind, epochs),
+                                direction="maximize", pruner=pruner_of(kind, epochs),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     trained: dict[int, int] = {}  # event number -> epochs trained
     for ev in events:
@@ -385,7 +392,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/nas-bench-pruner", help="the searches' cwd (their studies/, logs/)")
     p.add_argument("--from-study", action="append", type=parse_from_study, default=[], metavar="URL:NAME",
                    help="replay an existing no-prune study instead of running searches (repeatable)")
-    p.add_argument("--pruners", nargs="+", default=["none", "median", "sha", "hyperband"])
+    p.add_argument("--pruners", nargs="+", default=["none", "median", "sha", "hyperband"],
+                   help="pruner kinds replayed; median@K judges from epoch K (the default median: from epoch 2)")
     p.add_argument("--orders", type=int, default=20, help="random trial orders replayed per search")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()

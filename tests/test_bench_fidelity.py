@@ -27,3 +27,18 @@ def test_report_ranks_each_signal_against_the_long_run(tmp_path):
     assert rows["latency"]["tau"] == pytest.approx(-1.0)
     assert rows["repeatability 8 steps (seed 0 vs 1)"]["tau"] == pytest.approx(1.0)
     assert (tmp_path / "fidelity.png").stat().st_size > 10_000
+    assert "synthetic (vs 40 steps): tau" in (tmp_path / "report.md").read_text()
+
+
+def test_the_longest_run_is_the_reference_and_a_shorter_long_one_becomes_a_proxy(tmp_path):
+    n = 5
+    archs = [{"seed": i, "latency_ms": 1.0, "arch": {}, "scores": dict.fromkeys(bf.SCORES, float(i))}
+             for i in range(n)]
+    (tmp_path / "archs.json").write_text(json.dumps({"archs": archs}))
+    runs = [{"arch": i, "steps": 80, "seed": 0, "map": 0.1 * i, "time_s": 8.0} for i in range(n)]
+    runs += [{"arch": i, "steps": 40, "seed": 0, "map": 0.1 * (n - i), "time_s": 4.0} for i in range(n)]
+    (tmp_path / "synthetic.json").write_text(json.dumps({"runs": runs}))
+    bf.report(SimpleNamespace(out=str(tmp_path)))
+    figures = json.loads((tmp_path / "report.json").read_text())["synthetic"]
+    assert figures["long_steps"] == 80 and figures["long_map"] == pytest.approx([0.1 * i for i in range(n)])
+    assert figures["rankings"]["proxy 40 steps, seed 0"]["tau"] == pytest.approx(-1.0)

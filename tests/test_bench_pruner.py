@@ -43,6 +43,19 @@ def test_median_waits_for_three_curves_and_judges_from_epoch_2():
     assert r["kept"] and r["time_saved_pct"] == pytest.approx(r["saved_pct"])
 
 
+def test_a_later_median_warmup_spares_a_slow_starter():
+    # the slow starter is last at epoch 2 (pruned there by the default median) but not at epoch 3
+    events = [linear(i, f, 4) for i, f in enumerate([0.3, 0.4, 0.5])]
+    events.append(bp.Event(3, "curve", {1: 0.0, 2: 0.01, 3: 0.5, 4: 0.9}, 0.9))
+    assert bp.replay(events, "median", 4, "s")["winner_pruned_at"] == 2
+    late = bp.replay(events, "median@3", 4, "s")
+    assert late["kept"] and late["pruned"] == 0 and late["epochs_trained"] == 16
+    # a bad one is still pruned, at epoch 3 instead of 2
+    events.append(linear(4, 0.01, 4))
+    late = bp.replay(events, "median@3", 4, "s")
+    assert late["pruned"] == 1 and late["epochs_trained"] == 16 + 3
+
+
 def test_a_pruned_winner_is_reported_lost_with_its_rank():
     events = [linear(i, f, 4) for i, f in enumerate([0.3, 0.4, 0.5])]
     events.append(bp.Event(3, "curve", {1: 0.0, 2: 0.01, 3: 0.5, 4: 0.9}, 0.9))  # a slow starter

@@ -84,7 +84,7 @@ def test_a_search_in_steps_records_its_plan_and_trains_that_long(in_tmp, ray_clu
     as_epochs = [a for a in args if a not in ("--steps", "3")] + ["--epochs", "2"]
     assert main(as_epochs) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--steps 3, not (default)" in err, err
+    assert len(err.splitlines()) == 1 and "--steps 3, not unset; --epochs unset, not 2" in err, err
 
 
 def test_a_short_proxy_is_said_before_the_search_starts(in_tmp, ray_cluster, capsys):

@@ -41,8 +41,9 @@ class HyperbandPruner(_KeepsLastEpoch, optuna.pruners.HyperbandPruner):
     pass
 
 
-def make_pruner(kind: str, epochs: int) -> BasePruner:
-    """The pruner of a search of `epochs` proxy epochs; "none" (or a single epoch) never prunes."""
+def make_pruner(kind: str, epochs: int, warmup: int | None = None) -> BasePruner:
+    """The pruner of a search of `epochs` proxy epochs; "none" (or a single epoch) never prunes.
+    `warmup` (median only) is the first epoch judged; benchmarks/bench_pruner.py varies it."""
     if kind not in PRUNERS:
         raise ValueError(f"unknown pruner {kind!r}: use one of {', '.join(PRUNERS)}")
     if kind == "none" or epochs < 2:
@@ -50,7 +51,7 @@ def make_pruner(kind: str, epochs: int) -> BasePruner:
     if kind == "median":
         # Judged from epoch 2 (warm-up: epoch 1 of a from-scratch proxy says little), against the
         # median of at least 3 trials that reached the same epoch.
-        pruner = MedianPruner(n_startup_trials=0, n_warmup_steps=2, n_min_trials=3)
+        pruner = MedianPruner(n_startup_trials=0, n_warmup_steps=warmup or 2, n_min_trials=3)
     elif kind == "sha":
         # Rungs at epochs 1, 3, 9, ...: keep the best third at each (asynchronous successive halving).
         pruner = SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)

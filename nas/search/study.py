@@ -87,7 +87,8 @@ def _check_same_search(name: str, stored: dict, wanted: dict) -> None:
 
 
 def _show(value) -> str:
-    return "(default)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    # None is "not given" (e.g. --steps when the study was made with --epochs), not the default value
+    return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
