@@ -32,24 +32,25 @@ def test_no_pruner_trains_everything_and_keeps_the_best():
     assert r["kept"] and r["best_kept_map"] == 0.5 and r["best_rank"] == 1 and r["winner_pruned_at"] is None
 
 
-def test_median_waits_for_three_curves_and_judges_from_epoch_2():
-    # trials 1 and 2 are bad, but fewer than 3 curves reached epoch 2 before them: never pruned;
-    # trial 4 is as bad and is pruned at epoch 2 (warm-up: epoch 1 is never judged)
+def test_median_waits_for_three_curves_and_judges_past_half_the_proxy():
+    # trials 1 and 2 are bad, but fewer than 3 curves reached epoch 3 before them: never pruned;
+    # trial 4 is as bad and is pruned at epoch 3, the first past half of 4 (warm-up)
     events = [linear(i, f, 4) for i, f in enumerate([0.4, 0.01, 0.01, 0.5, 0.01])]
     r = bp.replay(events, "median", 4, "s")
     assert r["pruned"] == 1
-    assert r["epochs_trained"] == 4 * 4 + 2
-    assert r["saved_pct"] == pytest.approx(100 * 2 / 20)
+    assert r["epochs_trained"] == 4 * 4 + 3
+    assert r["saved_pct"] == pytest.approx(100 * 1 / 20)
     assert r["kept"] and r["time_saved_pct"] == pytest.approx(r["saved_pct"])
 
 
 def test_a_later_median_warmup_spares_a_slow_starter():
-    # the slow starter is last at epoch 2 (pruned there by the default median) but not at epoch 3
+    # the slow starter is last at epoch 2 (pruned there by median@2) but not at epoch 3
     events = [linear(i, f, 4) for i, f in enumerate([0.3, 0.4, 0.5])]
     events.append(bp.Event(3, "curve", {1: 0.0, 2: 0.01, 3: 0.5, 4: 0.9}, 0.9))
-    assert bp.replay(events, "median", 4, "s")["winner_pruned_at"] == 2
+    assert bp.replay(events, "median@2", 4, "s")["winner_pruned_at"] == 2
     late = bp.replay(events, "median@3", 4, "s")
     assert late["kept"] and late["pruned"] == 0 and late["epochs_trained"] == 16
+    assert bp.replay(events, "median", 4, "s") == late  # the default judges past half: epoch 3 of 4
     # a bad one is still pruned, at epoch 3 instead of 2
     events.append(linear(4, 0.01, 4))
     late = bp.replay(events, "median@3", 4, "s")
@@ -59,7 +60,7 @@ def test_a_later_median_warmup_spares_a_slow_starter():
 def test_a_pruned_winner_is_reported_lost_with_its_rank():
     events = [linear(i, f, 4) for i, f in enumerate([0.3, 0.4, 0.5])]
     events.append(bp.Event(3, "curve", {1: 0.0, 2: 0.01, 3: 0.5, 4: 0.9}, 0.9))  # a slow starter
-    r = bp.replay(events, "median", 4, "s")
+    r = bp.replay(events, "median@2", 4, "s")
     assert not r["kept"] and r["winner_pruned_at"] == 2
     assert r["best_kept_map"] == 0.5 and r["lost"] == pytest.approx(0.4) and r["best_rank"] == 2
     assert r["time_saved_pct"] is None  # one curve has no timing

@@ -26,7 +26,9 @@ def test_a_proxy_in_epochs_on_a_small_set_is_flagged_as_too_short():
     assert plan.steps == 16 < TOO_FEW_STEPS
     assert "16 optimizer steps" in plan.too_short() and f"--steps {DEFAULT_STEPS}" in plan.too_short()
     assert ProxyPlan.of(DEFAULT_STEPS, None, 72, 16).too_short() is None
-    assert ProxyPlan.of(None, 3, 256, 16).too_short()  # the former default, 48 steps, ranked no better than noise
+    assert ProxyPlan.of(None, 3, 256, 16).too_short()  # a former default, 48 steps, ranked no better than noise
+    assert ProxyPlan.of(64, None, 256, 16).too_short() is None  # ranks (as MACs do): not flagged, not the default
+    assert DEFAULT_STEPS > TOO_FEW_STEPS
 
 
 def test_train_runs_the_epochs_that_give_the_steps():

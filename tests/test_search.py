@@ -391,3 +391,21 @@ def test_pruner_judges_only_against_trials_that_reported_a_curve():
     assert not poor.should_prune()  # warm-up: the first epoch is never judged
     poor.report(0.0, 2)
     assert poor.should_prune()
+
+
+def test_the_median_pruner_judges_only_past_half_the_proxy():
+    from nas.search.pruning import make_pruner, median_warmup
+
+    assert [median_warmup(e) for e in (2, 3, 4, 10)] == [2, 2, 3, 6]
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 10))  # 160 steps
+    for value in (0.1, 0.2, 0.3):
+        t = study.ask()
+        for epoch in range(1, 11):
+            t.report(value * epoch, epoch)
+        study.tell(t, value * 10)
+    poor = study.ask()
+    for epoch in range(1, 6):
+        poor.report(0.0, epoch)
+        assert not poor.should_prune(), epoch  # epochs 1-5: too early to judge
+    poor.report(0.0, 6)
+    assert poor.should_prune()

@@ -14,7 +14,7 @@ from nas.errors import UserError
 STUDIES_DIR = Path("studies")
 PRUNERS = ("median", "sha", "hyperband", "none")  # built by nas.search.pruning
 DEFAULT_PRUNER = "median"  # chosen by benchmarks/bench_pruner.py (README)
-DEFAULT_STEPS = 64  # proxy optimizer steps, chosen by benchmarks/bench_fidelity.py (README; nas.search.proxy)
+DEFAULT_STEPS = 160  # proxy optimizer steps, chosen by benchmarks/bench_fidelity.py (README; nas.search.proxy)
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # The settings that define a search, with the flag that sets each. A study records them when it is
