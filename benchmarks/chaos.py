@@ -50,7 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SPACE = ROOT / "tests" / "data" / "tiny_space.yaml"
-FAST = ["--workers", "1", "--cpus-per-trial", "1", "--data", "synthetic:n=16,val=8,size=64", "--epochs", "2",
+# 128 images (32 steps a trial): on a quiet machine 16 images trained in a fraction of a second, too
+# short for the watcher (polling every POLL_S) to see a trial RUNNING and cut it off mid-trial.
+FAST = ["--workers", "1", "--cpus-per-trial", "1", "--data", "synthetic:n=128,val=8,size=64", "--epochs", "2",
         "--imgsz", "64", "--batch", "8"]
 KINDS = ("calibration", "mid-trial", "after-trial")
 POLL_S = 0.1
