@@ -393,7 +393,7 @@ def main() -> None:
     p.add_argument("--from-study", action="append", type=parse_from_study, default=[], metavar="URL:NAME",
                    help="replay an existing no-prune study instead of running searches (repeatable)")
     p.add_argument("--pruners", nargs="+", default=["none", "median", "sha", "hyperband"],
-                   help="pruner kinds replayed; median@K judges from epoch K (the default median: from epoch 2)")
+                   help="pruner kinds replayed; median@K judges from epoch K (plain median: past half the proxy)")
     p.add_argument("--orders", type=int, default=20, help="random trial orders replayed per search")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
