@@ -71,9 +71,30 @@ def run_one(args, sampler: str, seed: int) -> dict:
     started = time.time()
     run_search(cfg)
     ended = time.time()
-    wall = ended - started
     study = optuna.load_study(study_name=name, storage=cfg.storage)
-    trials = study.trials
+    best = best_feasible(study)
+    return {"sampler": sampler, "seed": seed, "trials": len(study.trials),
+            "trained": sum(bool(t.user_attrs.get("trained")) for t in study.trials),
+            **timing(study.trials, started, ended, args.workers),
+            "blocks_measured": table_size(args) - blocks_before,
+            "best_map": best.values[0] if best else None,
+            "best_latency_ms": best.user_attrs["latency_ms"] if best else None}
+
+
+def timing(trials: list, started: float, ended: float, workers: int) -> dict:
+    """Where a search's wall time went, from the trials it ran (all NaN if it ran none).
+
+    A resumed study holds trials of earlier runs: only those started in [started, ended] are timed.
+    """
+    wall = ended - started
+    trials = [t for t in trials if t.datetime_start and started <= t.datetime_start.timestamp() <= ended]
+    n = len(trials)
+    if not n:
+        keys = ("inside_trials_s", "mean_trial_s", "overhead_per_trial_s", "start_stop_s", "per_trial_s",
+                "machinery_per_trial_s", "candidate_per_trial_s", "latency_check_per_trial_s",
+                "latency_wait_per_trial_s")
+        return {"timed_trials": 0, "wall_s": wall, **dict.fromkeys(keys, float("nan")),
+                "blocks_per_trial_halves": [float("nan")] * 2}
     trained = [t for t in trials if t.user_attrs.get("trained") and "train_s" in t.user_attrs]
     inside = sum(t.user_attrs["train_s"] for t in trained)
     # Once per search: before the first trial (storage, Ray start-up) and after the last (Ray
@@ -87,24 +108,19 @@ def run_one(args, sampler: str, seed: int) -> dict:
     latency = sum(t.user_attrs.get("latency_s", 0.0) for t in trials)
     waited = sum(t.user_attrs.get("latency_wait_s", 0.0) for t in trials)  # the machine was busy
     blocks = [t.user_attrs.get("latency_blocks", 0) for t in trials]
-    n = len(trials)
-    best = best_feasible(study)
     # with W workers, W trials overlap: the time outside trials is wall - inside / W
-    outside = wall - inside / args.workers
-    return {"sampler": sampler, "seed": seed, "trials": n, "trained": len(trained), "wall_s": wall,
+    outside = wall - inside / workers
+    return {"timed_trials": n, "wall_s": wall,
             "inside_trials_s": inside, "mean_trial_s": inside / max(1, len(trained)),
-            "overhead_per_trial_s": outside / max(1, n),
+            "overhead_per_trial_s": outside / n,
             "start_stop_s": start_stop,
-            "per_trial_s": (outside - start_stop) / max(1, n),
-            "machinery_per_trial_s": (outside - start_stop - candidates) / max(1, n),
-            "candidate_per_trial_s": candidates / max(1, n),
-            "latency_check_per_trial_s": latency / max(1, n),
-            "latency_wait_per_trial_s": waited / max(1, n),
-            "blocks_measured": table_size(args) - blocks_before,
+            "per_trial_s": (outside - start_stop) / n,
+            "machinery_per_trial_s": (outside - start_stop - candidates) / n,
+            "candidate_per_trial_s": candidates / n,
+            "latency_check_per_trial_s": latency / n,
+            "latency_wait_per_trial_s": waited / n,
             # the table fills as the search goes: new blocks per candidate, first half and second half
-            "blocks_per_trial_halves": [statistics.mean(blocks[:max(1, n // 2)]), statistics.mean(blocks[n // 2:])],
-            "best_map": best.values[0] if best else None,
-            "best_latency_ms": best.user_attrs["latency_ms"] if best else None}
+            "blocks_per_trial_halves": [statistics.mean(blocks[:max(1, n // 2)]), statistics.mean(blocks[n // 2:])]}
 
 
 def scaled_baseline(budget_ms: float, nc: int, threads: int | None, imgsz: int = 320) -> tuple | None:
