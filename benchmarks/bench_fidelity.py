@@ -12,7 +12,8 @@ select: samples `--pool` random architectures of the space, measures each whole 
 train: trains every selected architecture at each fidelity of `--steps` (optimizer steps; seed 0)
     and again at `--repeat-steps` with seed 1 (the proxy's repeatability), then at `--long-steps`
     (the reference). Results are appended to DATA.json after every run: an interrupted run resumes
-    where it stopped. Run the two data sets in two processes (one thread each) on two cores.
+    where it stopped. Run the two data sets in two processes (one thread each) on two cores, or
+    split one set's architectures between processes with `--shard 0/2` and `--shard 1/2`.
     coco128-person is ../shared/data/coco128 restricted to its most frequent class (person: 261
     of its 929 training boxes): a view of symlinked images and filtered labels under --out.
 report: Kendall tau-b and Spearman of every ranking against the long run's mAP, with a 95%
@@ -21,6 +22,7 @@ report: Kendall tau-b and Spearman of every ranking against the long run's mAP, 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 import time
@@ -102,6 +104,28 @@ def runs_wanted(args) -> list[tuple[int, int]]:
     return [(s, 0) for s in args.steps] + [(s, 1) for s in args.repeat_steps] + [(args.long_steps, 0)]
 
 
+def record_run(path: Path, row: dict, header: dict) -> None:
+    """Append one run to DATA.json; locked and merged, so that shards in other processes lose nothing."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = json.loads(path.read_text()) if path.exists() else header
+        done["runs"].append(row)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=1))
+        tmp.replace(path)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N): this process trains every N-th architecture, starting at the I-th."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 0/2") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be in 0..N-1")
+    return index, count
+
+
 def train_all(args) -> None:
     import torch
 
@@ -112,11 +136,14 @@ def train_all(args) -> None:
     torch.set_num_threads(args.threads or 1)
     out = Path(args.out)
     archs = json.loads((out / "archs.json").read_text())["archs"]
+    index, count = args.shard
+    archs = archs[index::count]
     spec = data_spec(args.data, out)
     train_set = load_dataset(spec, "train", args.imgsz, augment=True)
     val_set = load_dataset(spec, "val", args.imgsz)
     path = out / f"{args.data}.json"
-    done = json.loads(path.read_text()) if path.exists() else {"data": spec, "imgsz": args.imgsz, "runs": []}
+    header = {"data": spec, "imgsz": args.imgsz, "runs": []}
+    done = json.loads(path.read_text()) if path.exists() else header
     have = {(r["arch"], r["steps"], r["seed"]) for r in done["runs"]}
     for steps, seed in runs_wanted(args):
         for a in archs:
@@ -130,8 +157,7 @@ def train_all(args) -> None:
             row = {"arch": a["seed"], "steps": steps, "seed": seed, "epochs": result.epochs_run,
                    "map": result.final["map"], "map50": result.final["map50"], "loss": result.final["loss"],
                    "time_s": time.perf_counter() - start}
-            done["runs"].append(row)
-            path.write_text(json.dumps(done, indent=1))
+            record_run(path, row, header)
             print(f"{args.data} arch {a['seed']} steps {steps} seed {seed}: mAP {row['map']:.4f} "
                   f"mAP50 {row['map50']:.4f} ({row['epochs']} epochs, {row['time_s']:.0f} s)", flush=True)
 
@@ -259,6 +285,8 @@ def main() -> None:
     t.add_argument("--repeat-steps", type=int, nargs="*", default=[32, 64], help="proxy fidelities run again, seed 1")
     t.add_argument("--long-steps", type=int, default=160)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                   help="train only every N-th architecture from the I-th (default 0/1: all)")
     sub.add_parser("report")
     for p in (s, t, sub.choices["report"]):
         p.add_argument("--out", default="runs/fidelity")

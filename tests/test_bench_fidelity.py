@@ -42,3 +42,35 @@ def test_the_longest_run_is_the_reference_and_a_shorter_long_one_becomes_a_proxy
     figures = json.loads((tmp_path / "report.json").read_text())["synthetic"]
     assert figures["long_steps"] == 80 and figures["long_map"] == pytest.approx([0.1 * i for i in range(n)])
     assert figures["rankings"]["proxy 40 steps, seed 0"]["tau"] == pytest.approx(-1.0)
+
+
+def _append_rows(path: str, shard: int, n: int) -> None:
+    for i in range(n):
+        bf.record_run(Path(path), {"arch": shard, "steps": i}, {"runs": []})
+
+
+def test_shards_in_two_processes_lose_no_run(tmp_path):
+    # two `train --shard I/2` processes append to one DATA.json; the lock merges their rows
+    import multiprocessing
+
+    path = tmp_path / "synthetic.json"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_rows, args=(str(path), shard, 25)) for shard in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    rows = json.loads(path.read_text())["runs"]
+    assert sorted((r["arch"], r["steps"]) for r in rows) == [(s, i) for s in (0, 1) for i in range(25)]
+
+
+def test_a_bad_shard_is_one_line_and_exit_2():
+    import subprocess
+
+    script = Path(bf.__file__)
+    for bad in ("2/2", "a/b", "1"):
+        r = subprocess.run([sys.executable, str(script), "train", "--data", "synthetic", "--shard", bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "--shard" in r.stderr and "Traceback" not in r.stderr
+    assert bf.parse_shard("1/3") == (1, 3)
