@@ -46,6 +46,23 @@ def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: fl
             "steps": steps, "time_s": time.perf_counter() - start}
 
 
+def stamp_long_runs(state: dict) -> dict:
+    """Give every long run its length and return the arguments it was saved with.
+
+    A long run records its steps; older ones ran at the --long-steps of the arguments saved beside
+    them, which this run's arguments are about to replace."""
+    before = state["args"]
+    for v in [*state["searches"].values(), state.get("baseline", {})]:
+        if "long" in v:
+            v["long"].setdefault("steps", before["long_steps"])
+    return before
+
+
+def long_done(entry: dict, steps: int) -> bool:
+    """Whether this winner (or the baseline) has its long training at `steps`."""
+    return "long" in entry and entry["long"]["steps"] == steps
+
+
 def winner(args, sampler: str, seed: int) -> dict:
     import optuna
 
@@ -100,7 +117,7 @@ def main() -> None:
                                                                     "searches": {}}
     if state.get("processor", cpu_name()) != cpu_name():
         sys.exit(f"{path} was measured on {state['processor']}, this is {cpu_name()}: use another --out")
-    before = state["args"]
+    before = stamp_long_runs(state)
     state["args"] = vars(args)
 
     def save():
@@ -130,10 +147,7 @@ def main() -> None:
         save()
     # 3. long training of every winner and the baseline, two at a time
     entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
-    def long_done(v: dict) -> bool:
-        return "long" in v and v["long"].get("steps", before["long_steps"]) == args.long_steps
-
-    todo = {k: v for k, v in entries.items() if not long_done(v)}
+    todo = {k: v for k, v in entries.items() if not long_done(v, args.long_steps)}
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
         futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr)
                    for k, v in todo.items()}
