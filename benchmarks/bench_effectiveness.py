@@ -92,6 +92,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--threads", type=int, default=None, help="latency threads (default: all physical cores)")
+    p.add_argument("--median-from", type=int, default=None, metavar="EPOCH",
+                   help="the median pruner judges from this epoch (default: the search's rule, past half the "
+                        "proxy); to extend studies searched under an earlier rule by the same rule")
     p.add_argument("--studies", default="/tmp/nas-effectiveness")
     p.add_argument("--out", default="runs/effectiveness")
     args = p.parse_args()
@@ -100,6 +103,10 @@ def main() -> None:
     args.steps = args.steps or DEFAULT_STEPS
     args.epochs = None
     args.long_steps = args.long_steps or 5 * args.steps
+    if args.median_from:  # the pruner lives in this process (the driver): every search here uses the rule
+        import nas.search.pruning as pruning
+
+        pruning.median_warmup = lambda epochs: args.median_from
 
     from rich.console import Console
     from rich.table import Table
