@@ -43,8 +43,8 @@ class HyperbandPruner(_KeepsLastEpoch, optuna.pruners.HyperbandPruner):
 
 def median_warmup(epochs: int) -> int:
     """The first epoch the median pruner judges: the first past half the proxy (2 of 3, 3 of 4,
-    6 of 10). Measured on replayed searches: judging at epoch 2 of a 10-epoch (160-step) proxy
-    kept the best candidate in a third of trial orders, from epoch 6 in nine of ten."""
+    6 of 10). Measured on replayed searches: judging from epoch 2 of a 10-epoch (160-step) proxy
+    lost the best candidate in a third of trial orders, judging from epoch 6 in one in twenty."""
     return epochs // 2 + 1
 
 
