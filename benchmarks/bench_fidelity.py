@@ -11,7 +11,9 @@ select: samples `--pool` random architectures of the space, measures each whole 
     scores (NASWOT, SynFlow, ZiCo: evaluators/zero_cost.py) of the untrained network.
 train: trains every selected architecture at each fidelity of `--steps` (optimizer steps; seed 0)
     and again at `--repeat-steps` with seed 1 (the proxy's repeatability), then at `--long-steps`
-    (the reference). Results are appended to DATA.json after every run: an interrupted run resumes
+    (the reference) on each of `--long-seeds` (default 2: a seed no proxy shares, since a proxy on
+    the reference's seed starts from the same weights and sees the same images; a second seed
+    measures the reference's own noise). Results are appended to DATA.json after every run: an interrupted run resumes
     where it stopped. Run the two data sets in two processes (one thread each) on two cores, or
     split one set's architectures between processes with `--shard 0/2` and `--shard 1/2`.
     coco128-person is ../shared/data/coco128 restricted to its most frequent class (person: 261
@@ -101,7 +103,8 @@ def data_spec(name: str, out: Path) -> str:
 
 def runs_wanted(args) -> list[tuple[int, int]]:
     """(steps, seed) of every training, cheapest first, the long reference last."""
-    return [(s, 0) for s in args.steps] + [(s, 1) for s in args.repeat_steps] + [(args.long_steps, 0)]
+    return ([(s, 0) for s in args.steps] + [(s, 1) for s in args.repeat_steps]
+            + [(args.long_steps, seed) for seed in args.long_seeds])
 
 
 def record_run(path: Path, row: dict, header: dict) -> None:
@@ -180,10 +183,15 @@ def report(args) -> None:
         runs = json.loads(path.read_text())["runs"]
         by = {(r["arch"], r["steps"], r["seed"]): r for r in runs}
         long_steps = max(r["steps"] for r in runs)
-        if not all((i, long_steps, 0) in by for i in ids):
+        proxy_seeds = {r["seed"] for r in runs if r["steps"] != long_steps}
+        # the reference: a finished long seed, one that no proxy shares first; another seed measures its noise
+        long_seeds = sorted((s for s in {r["seed"] for r in runs if r["steps"] == long_steps}
+                             if all((i, long_steps, s) in by for i in ids)), key=lambda s: (s in proxy_seeds, s))
+        if not long_seeds:
             console.print(f"{name}: the long runs are not finished; skipped")
             continue
-        long = np.array([by[(i, long_steps, 0)]["map"] for i in ids])
+        long_seed = long_seeds[0]
+        long = np.array([by[(i, long_steps, long_seed)]["map"] for i in ids])
         rankings = {}
         for steps, seed in sorted({(r["steps"], r["seed"]) for r in runs if r["steps"] != long_steps}):
             if all((i, steps, seed) in by for i in ids):
@@ -192,7 +200,7 @@ def report(args) -> None:
             rankings[score] = [a["scores"][score] for a in archs]
         rankings["latency"] = [a["latency_ms"] for a in archs]
         table = Table(title=f"{name}: rankings of {len(ids)} architectures against their mAP after "
-                            f"{long_steps} steps (long mAP {long.min():.4f}..{long.max():.4f})")
+                            f"{long_steps} steps, seed {long_seed} (long mAP {long.min():.4f}..{long.max():.4f})")
         for col in ("ranking", "Kendall tau-b [95% CI]", "Spearman [95% CI]"):
             table.add_column(col, justify="right")
         rows = {}
@@ -210,12 +218,20 @@ def report(args) -> None:
                 tau, ci = kendall_tau_b(a0, a1), bootstrap(kendall_tau_b, a0, a1)
                 rows[f"repeatability {steps} steps (seed 0 vs 1)"] = {"tau": tau, "tau_ci": ci}
                 table.add_row(f"proxy {steps} steps: seed 0 vs seed 1", f"{tau:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]", "")
+        for seed in long_seeds[1:]:  # the reference's own repeatability: the ceiling of any ranking
+            other = [by[(i, long_steps, seed)]["map"] for i in ids]
+            tau, ci = kendall_tau_b(long, other), bootstrap(kendall_tau_b, long, other)
+            rows[f"repeatability {long_steps} steps (seed {long_seed} vs {seed})"] = {"tau": tau, "tau_ci": ci}
+            table.add_row(f"reference: seed {long_seed} vs seed {seed}", f"{tau:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]", "")
         console.print(table)
+        if long_seed in proxy_seeds:
+            console.print(f"{name}: the reference shares seed {long_seed} with proxies: their figures are flattered "
+                          "(same initial weights, same image order)")
         cost = {steps: float(np.mean([r["time_s"] for r in runs if r["steps"] == steps]))
                 for steps in sorted({r["steps"] for r in runs})}
         console.print(f"{name}: mean training time per architecture: "
                       + ", ".join(f"{s} steps {t:.0f} s" for s, t in cost.items()))
-        figures[name] = {"long_steps": long_steps, "long_map": long.tolist(), "rankings": rows,
+        figures[name] = {"long_steps": long_steps, "long_seed": long_seed, "long_map": long.tolist(), "rankings": rows,
                          "values": rankings, "seconds_per_arch": cost}
     (out / "report.json").write_text(json.dumps(figures, indent=1))
     (out / "report.md").write_text(markdown(figures))
@@ -226,7 +242,7 @@ def report(args) -> None:
 def markdown(figures: dict) -> str:
     """The README's table: one row per ranking, one column pair per data set."""
     names = list(figures)
-    heads = [f"{n} (vs {figures[n]['long_steps']} steps)" for n in names]
+    heads = [f"{n} (vs {figures[n]['long_steps']} steps)" for n in names]  # seed: report.json's long_seed
     lines = ["| ranking | " + " | ".join(f"{h}: tau [95% CI] | {h}: Spearman" for h in heads) + " |",
              "|---|" + "---|---|" * len(names)]
     labels = list(dict.fromkeys(label for f in figures.values() for label in f["rankings"]))
@@ -266,7 +282,7 @@ def plot(figures: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def main_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("select")
@@ -281,16 +297,23 @@ def main() -> None:
     t.add_argument("--imgsz", type=int, default=128)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=0.01, help="the search's proxy learning rate")
-    t.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64], help="proxy fidelities (seed 0)")
-    t.add_argument("--repeat-steps", type=int, nargs="*", default=[32, 64], help="proxy fidelities run again, seed 1")
-    t.add_argument("--long-steps", type=int, default=160)
+    t.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 160], help="proxy fidelities (seed 0)")
+    t.add_argument("--repeat-steps", type=int, nargs="*", default=[32, 64, 160],
+                   help="proxy fidelities run again, seed 1")
+    t.add_argument("--long-steps", type=int, default=800, help="the reference (default 5x the search's proxy)")
+    t.add_argument("--long-seeds", type=int, nargs="+", default=[2],
+                   help="seeds of the reference (default 2, shared by no proxy); a second one measures its noise")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                    help="train only every N-th architecture from the I-th (default 0/1: all)")
     sub.add_parser("report")
     for p in (s, t, sub.choices["report"]):
         p.add_argument("--out", default="runs/fidelity")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = main_parser().parse_args()
     {"select": select, "train": train_all, "report": report}[args.command](args)
 
 

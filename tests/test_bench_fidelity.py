@@ -74,3 +74,30 @@ def test_a_bad_shard_is_one_line_and_exit_2():
                            capture_output=True, text=True)
         assert r.returncode == 2 and "--shard" in r.stderr and "Traceback" not in r.stderr
     assert bf.parse_shard("1/3") == (1, 3)
+
+
+def test_the_reference_trains_on_a_seed_no_proxy_shares():
+    args = bf.main_parser().parse_args(["train", "--data", "synthetic", "--steps", "16", "160",
+                                        "--repeat-steps", "160", "--long-steps", "800"])
+    wanted = bf.runs_wanted(args)
+    proxy_seeds = {seed for steps, seed in wanted if steps != 800}
+    long_seeds = {seed for steps, seed in wanted if steps == 800}
+    assert long_seeds and not long_seeds & proxy_seeds
+
+
+def test_an_independent_reference_seed_is_preferred_and_a_second_one_measures_its_noise(tmp_path):
+    n = 5
+    archs = [{"seed": i, "latency_ms": 1.0, "arch": {}, "scores": dict.fromkeys(bf.SCORES, float(i))}
+             for i in range(n)]
+    (tmp_path / "archs.json").write_text(json.dumps({"archs": archs}))
+    runs = [{"arch": i, "steps": 40, "seed": 0, "map": 0.1 * (n - i), "time_s": 4.0} for i in range(n)]
+    runs += [{"arch": i, "steps": 80, "seed": 0, "map": 0.1 * (n - i), "time_s": 8.0} for i in range(n)]  # shares 0
+    runs += [{"arch": i, "steps": 80, "seed": 2, "map": 0.1 * i, "time_s": 8.0} for i in range(n)]
+    runs += [{"arch": i, "steps": 80, "seed": 3, "map": 0.1 * i, "time_s": 8.0} for i in range(n - 1)]  # unfinished
+    (tmp_path / "synthetic.json").write_text(json.dumps({"runs": runs}))
+    bf.report(SimpleNamespace(out=str(tmp_path)))
+    figures = json.loads((tmp_path / "report.json").read_text())["synthetic"]
+    assert figures["long_seed"] == 2 and figures["long_map"] == pytest.approx([0.1 * i for i in range(n)])
+    assert figures["rankings"]["proxy 40 steps, seed 0"]["tau"] == pytest.approx(-1.0)
+    assert figures["rankings"]["repeatability 80 steps (seed 2 vs 0)"]["tau"] == pytest.approx(-1.0)
+    assert not any("seed 2 vs 3" in label for label in figures["rankings"])  # seed 3 is not finished
