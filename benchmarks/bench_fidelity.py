@@ -13,8 +13,8 @@ train: trains every selected architecture at each fidelity of `--steps` (optimiz
     and again at `--repeat-steps` with seed 1 (the proxy's repeatability), then at `--long-steps`
     (the reference) on each of `--long-seeds` (default 2: a seed no proxy shares, since a proxy on
     the reference's seed starts from the same weights and sees the same images; a second seed
-    measures the reference's own noise). Results are appended to DATA.json after every run: an interrupted run resumes
-    where it stopped. Run the two data sets in two processes (one thread each) on two cores, or
+    measures the reference's own noise). Results are appended to DATA.json after every run: an
+    interrupted run resumes where it stopped. Run the two data sets in two processes (one thread each) on two cores, or
     split one set's architectures between processes with `--shard 0/2` and `--shard 1/2`.
     coco128-person is ../shared/data/coco128 restricted to its most frequent class (person: 261
     of its 929 training boxes): a view of symlinked images and filtered labels under --out.
@@ -242,7 +242,7 @@ def report(args) -> None:
 def markdown(figures: dict) -> str:
     """The README's table: one row per ranking, one column pair per data set."""
     names = list(figures)
-    heads = [f"{n} (vs {figures[n]['long_steps']} steps)" for n in names]  # seed: report.json's long_seed
+    heads = [f"{n} (vs {figures[n]['long_steps']} steps)" for n in names]
     lines = ["| ranking | " + " | ".join(f"{h}: tau [95% CI] | {h}: Spearman" for h in heads) + " |",
              "|---|" + "---|---|" * len(names)]
     labels = list(dict.fromkeys(label for f in figures.values() for label in f["rankings"]))
