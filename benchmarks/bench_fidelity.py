@@ -196,6 +196,11 @@ def report(args) -> None:
         for steps, seed in sorted({(r["steps"], r["seed"]) for r in runs if r["steps"] != long_steps}):
             if all((i, steps, seed) in by for i in ids):
                 rankings[f"proxy {steps} steps, seed {seed}"] = [by[(i, steps, seed)]["map"] for i in ids]
+        for steps in sorted({r["steps"] for r in runs if r["steps"] != long_steps}):
+            # two seeds averaged: a steadier proxy at twice the cost (compare with one seed at 2x the steps)
+            both = [rankings.get(f"proxy {steps} steps, seed {seed}") for seed in (0, 1)]
+            if all(both):
+                rankings[f"proxy {steps} steps, mean of seeds 0 and 1"] = np.mean(both, axis=0).tolist()
         for score in SCORES:
             rankings[score] = [a["scores"][score] for a in archs]
         rankings["latency"] = [a["latency_ms"] for a in archs]

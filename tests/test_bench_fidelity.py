@@ -30,6 +30,22 @@ def test_report_ranks_each_signal_against_the_long_run(tmp_path):
     assert "synthetic (vs 40 steps): tau" in (tmp_path / "report.md").read_text()
 
 
+def test_two_proxy_seeds_averaged_rank_as_one_steadier_proxy(tmp_path):
+    n = 6
+    archs = [{"seed": i, "latency_ms": 1.0, "arch": {}, "scores": dict.fromkeys(bf.SCORES, float(i))}
+             for i in range(n)]
+    (tmp_path / "archs.json").write_text(json.dumps({"archs": archs}))
+    noise = [-0.25, -0.25, 0.25, 0.25, -0.25, -0.25]  # opposite on the two seeds: their mean is exact
+    runs = [{"arch": i, "steps": 40, "seed": 2, "map": 0.1 * i, "time_s": 8.0} for i in range(n)]
+    runs += [{"arch": i, "steps": 8, "seed": seed, "map": 0.1 * i + sign * noise[i], "time_s": 2.0}
+             for i in range(n) for seed, sign in ((0, 1), (1, -1))]
+    (tmp_path / "synthetic.json").write_text(json.dumps({"runs": runs}))
+    bf.report(SimpleNamespace(out=str(tmp_path)))
+    rows = json.loads((tmp_path / "report.json").read_text())["synthetic"]["rankings"]
+    assert rows["proxy 8 steps, seed 0"]["tau"] < 0.5 and rows["proxy 8 steps, seed 1"]["tau"] < 0.5
+    assert rows["proxy 8 steps, mean of seeds 0 and 1"]["tau"] == pytest.approx(1.0)
+
+
 def test_the_longest_run_is_the_reference_and_a_shorter_long_one_becomes_a_proxy(tmp_path):
     n = 5
     archs = [{"seed": i, "latency_ms": 1.0, "arch": {}, "scores": dict.fromkeys(bf.SCORES, float(i))}
