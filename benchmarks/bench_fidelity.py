@@ -265,24 +265,32 @@ def markdown(figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plotted_proxies(values: dict) -> list[str]:
+    """One series per proxy length: the mean of two seeds where there is one, else its lowest seed."""
+    by_steps: dict[int, list[str]] = {}
+    for label in values:
+        if label.startswith("proxy "):
+            by_steps.setdefault(int(label.split()[1]), []).append(label)
+    return [min(labels, key=lambda label: ("mean" not in label, label)) for _, labels in sorted(by_steps.items())]
+
+
 def plot(figures: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(figures), figsize=(5.5 * len(figures), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(figures), figsize=(5.5 * len(figures), 5.6), squeeze=False)
     for ax, (name, f) in zip(axes[0], figures.items()):
         long = f["long_map"]
-        for label, values in f["values"].items():
-            if label.startswith("proxy") and label.endswith("seed 0"):
-                tau = f["rankings"][label]["tau"]
-                ax.scatter(values, long, label=f"{label.split(',')[0]} (tau {tau:+.2f})", s=28)
+        for label in plotted_proxies(f["values"]):
+            tau = f["rankings"][label]["tau"]
+            ax.scatter(f["values"][label], long, label=f"{label} (tau {tau:+.2f})", s=28)
         ax.set_xlabel("proxy mAP@0.5:0.95")
-        ax.set_ylabel(f"mAP after {f['long_steps']} steps")
+        ax.set_ylabel(f"mAP after {f['long_steps']} steps, seed {f['long_seed']}")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # below: the points fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -46,6 +46,13 @@ def test_two_proxy_seeds_averaged_rank_as_one_steadier_proxy(tmp_path):
     assert rows["proxy 8 steps, mean of seeds 0 and 1"]["tau"] == pytest.approx(1.0)
 
 
+def test_the_plot_shows_each_proxy_length_once_averaged_over_seeds_where_it_can():
+    values = {"proxy 8 steps, seed 0": [], "proxy 8 steps, seed 1": [], "proxy 8 steps, mean of seeds 0 and 1": [],
+              "proxy 16 steps, seed 1": [], "proxy 128 steps, seed 0": [], "macs": []}
+    assert bf.plotted_proxies(values) == ["proxy 8 steps, mean of seeds 0 and 1", "proxy 16 steps, seed 1",
+                                          "proxy 128 steps, seed 0"]
+
+
 def test_the_longest_run_is_the_reference_and_a_shorter_long_one_becomes_a_proxy(tmp_path):
     n = 5
     archs = [{"seed": i, "latency_ms": 1.0, "arch": {}, "scores": dict.fromkeys(bf.SCORES, float(i))}
