@@ -18,8 +18,9 @@ train: trains every selected architecture at each fidelity of `--steps` (optimiz
     split one set's architectures between processes with `--shard 0/2` and `--shard 1/2`.
     coco128-person is ../shared/data/coco128 restricted to its most frequent class (person: 261
     of its 929 training boxes): a view of symlinked images and filtered labels under --out.
-report: Kendall tau-b and Spearman of every ranking against the long run's mAP, with a 95%
-    bootstrap interval over the architectures; a scatter plot of proxy against long mAP per set.
+report: Kendall tau-b and Spearman of every ranking (each proxy run, the mean of a proxy's two
+    seeds, the training-free scores) against the long run's mAP, with a 95% bootstrap interval
+    over the architectures; a scatter plot of proxy against long mAP per set.
 """
 from __future__ import annotations
 

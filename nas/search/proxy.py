@@ -19,9 +19,10 @@ from evaluators.train import batches_per_epoch, epochs_for_steps
 
 from .config import DEFAULT_STEPS
 
-# Against a 320-step training of 12 detectors (Kendall tau, two seeds): 16 steps -0.07, 32 steps
-# 0.36 and -0.18 (noise); 64 steps 0.42 and 0.55, no better than MACs (0.45), seed to seed 0.27;
-# 160 steps (the default) 0.76 and 0.55, seed to seed 0.61. Under 64 the ranking is noise.
+# Against an 800-step training of 12 detectors on a seed of its own (Kendall tau, two proxy
+# seeds): 16 to 64 steps -0.18 to 0.12, no better than MACs (0.15); 160 steps (the default)
+# 0.39 and 0.58; 320 steps, or two seeds of 160 averaged, 0.52. Two 800-step seeds agree at 0.30.
+# Under 64 steps the ranking is noise on every reference measured.
 TOO_FEW_STEPS = 64
 TIE_AFTER = 3        # trained candidates before "they all score the same" is said
 TIE = 1e-4           # mAP spread under which candidates are indistinguishable
