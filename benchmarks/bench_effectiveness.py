@@ -9,10 +9,12 @@ after a long training, at no more measured latency?
 2. The baseline: GhostNetV2 backbone + reference neck, width scaled down until it measures under
    the budget (benchmarks/bench_search.py), proxy-trained like a candidate.
 3. Every winner and the baseline trained at the long fidelity (`--long-steps`, default 5x the
-   proxy, seed 0, two at a time with one thread each), then measured whole (onnxruntime, this CPU,
+   proxy, two at a time with one thread each) on `--long-seed`, a seed no search's proxy used (a
+   proxy on the long run's seed starts from its weights and sees its images: it is flattered,
+   bench_fidelity measured), then measured whole (onnxruntime, this CPU,
    the best of 3 passes). Results go to OUT/effectiveness.json after each step: a rerun resumes.
    A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
-   only winners that changed; another --long-steps retrains every long run.
+   only winners that changed; another --long-steps or --long-seed retrains every long run.
 """
 from __future__ import annotations
 
@@ -30,37 +32,38 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: float) -> dict:
-    """One long training (in a worker process, one thread)."""
+def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: float, seed: int) -> dict:
+    """One training of `steps` on `seed` (in a worker process, one thread)."""
     import torch
 
     from evaluators.train import train
     from nas.models import build_model
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     start = time.perf_counter()
-    result = train(build_model(arch), data=data, steps=steps, imgsz=imgsz, batch=batch, lr=lr, seed=0,
+    result = train(build_model(arch), data=data, steps=steps, imgsz=imgsz, batch=batch, lr=lr, seed=seed,
                    val_every=10_000)
     return {"map": result.final["map"], "map50": result.final["map50"], "epochs": result.epochs_run,
-            "steps": steps, "time_s": time.perf_counter() - start}
+            "steps": steps, "seed": seed, "time_s": time.perf_counter() - start}
 
 
 def stamp_long_runs(state: dict) -> dict:
-    """Give every long run its length and return the arguments it was saved with.
+    """Give every long run its length and seed, and return the arguments it was saved with.
 
-    A long run records its steps; older ones ran at the --long-steps of the arguments saved beside
-    them, which this run's arguments are about to replace."""
+    A long run records its steps and seed; older ones ran at the --long-steps of the arguments saved
+    beside them (which this run's arguments are about to replace), on seed 0."""
     before = state["args"]
     for v in [*state["searches"].values(), state.get("baseline", {})]:
         if "long" in v:
             v["long"].setdefault("steps", before["long_steps"])
+            v["long"].setdefault("seed", before.get("long_seed", 0))
     return before
 
 
-def long_done(entry: dict, steps: int) -> bool:
-    """Whether this winner (or the baseline) has its long training at `steps`."""
-    return "long" in entry and entry["long"]["steps"] == steps
+def long_done(entry: dict, steps: int, seed: int) -> bool:
+    """Whether this winner (or the baseline) has its long training at `steps` on `seed`."""
+    return "long" in entry and entry["long"]["steps"] == steps and entry["long"]["seed"] == seed
 
 
 def winner(args, sampler: str, seed: int) -> dict:
@@ -86,6 +89,7 @@ def main() -> None:
     p.add_argument("--data", default="synthetic")
     p.add_argument("--steps", type=int, default=None, help="proxy optimizer steps (default: the search's)")
     p.add_argument("--long-steps", type=int, default=None, help="long training (default: 5x --steps)")
+    p.add_argument("--long-seed", type=int, default=3, help="the long training's seed, none of --seeds")
     p.add_argument("--imgsz", type=int, default=128, help="training size (latency is at the space's size)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
@@ -98,6 +102,9 @@ def main() -> None:
     p.add_argument("--studies", default="/tmp/nas-effectiveness")
     p.add_argument("--out", default="runs/effectiveness")
     args = p.parse_args()
+    if args.long_seed in args.seeds:
+        p.error(f"--long-seed {args.long_seed} is a search's seed: its proxy would share the long run's weights "
+                "and images (pick one outside --seeds)")
     from nas.search.config import DEFAULT_STEPS
 
     args.steps = args.steps or DEFAULT_STEPS
@@ -149,15 +156,15 @@ def main() -> None:
     if "baseline" not in state:
         nc = load_dataset(args.data, "val", imgsz=64, cache=False).nc
         width, arch, ms = scaled_baseline(parse_budget(args.budget), nc, args.threads)
-        proxy = long_train(arch, args.data, args.steps, args.imgsz, args.batch, args.lr)
+        proxy = long_train(arch, args.data, args.steps, args.imgsz, args.batch, args.lr, seed=0)
         state["baseline"] = {"width": width, "arch": arch, "latency_ms": ms, "best_map": proxy["map"]}
         save()
     # 3. long training of every winner and the baseline, two at a time
     entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
-    todo = {k: v for k, v in entries.items() if not long_done(v, args.long_steps)}
+    todo = {k: v for k, v in entries.items() if not long_done(v, args.long_steps, args.long_seed)}
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-        futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr)
-                   for k, v in todo.items()}
+        futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr,
+                                  args.long_seed) for k, v in todo.items()}
         for k, f in futures.items():
             entries[k]["long"] = f.result()
             print(f"{k}: long mAP {entries[k]['long']['map']:.4f}", flush=True)
@@ -171,7 +178,7 @@ def main() -> None:
 
     console = Console(width=160)
     table = Table(title=f"budget {args.budget}: {args.trials} evaluated candidates per search, proxy {args.steps} "
-                        f"steps, long {args.long_steps} steps, {args.data} at {args.imgsz} px")
+                        f"steps, long {args.long_steps} steps on seed {args.long_seed}, {args.data} at {args.imgsz} px")
     for col in ("detector", "proxy mAP", "long mAP", "long mAP50", "measured ms", "vs baseline (long mAP pts)"):
         table.add_column(col, justify="right")
     base = state["baseline"]["long"]["map"]
