@@ -224,11 +224,17 @@ def _run_with_ray(cfg: SearchConfig, study: optuna.Study, space, nc: int, plan: 
     return 0
 
 
+# A winner measured over budget is measured this many more times before it is passed over: on a
+# shared 2-core host one pass read 22.76 ms for a detector predicted at 13.54 ms (bench_effectiveness).
+OVER_BUDGET_REMEASURES = 2
+
+
 def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfig, console: Console) -> None:
     """Measure the best few feasible candidates whole on the target, stored beside the prediction.
     The predictor is a few percent off; the budget is a promise. In rank order, until cfg.measure_best
-    are measured and one of them fits (at most 4x that many): one that measures over budget is
-    flagged and passed over by `best_feasible`, so the next one that fits is the one exported."""
+    are measured and one of them fits (at most 4x that many): one that measures over budget, in the
+    smallest of 1 + OVER_BUDGET_REMEASURES passes, is flagged and passed over by `best_feasible`, so
+    the next one that fits is the one exported."""
     if cfg.measure_best <= 0 or cfg.latency == "measured" or not oracle.can_measure:
         return  # measured mode: every latency already is one; a table whose device is not here: none can be
     done, budget = measurements(study), cfg.budget_ms
@@ -239,6 +245,10 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
         if t.number in done:
             continue
         ms, target = oracle.measure_whole(t.user_attrs["arch"])
+        for _ in range(OVER_BUDGET_REMEASURES):  # other work on a shared machine only adds time: before
+            if ms <= budget:                     # passing a candidate over, keep the smallest of a few passes
+                break
+            ms = min(ms, oracle.measure_whole(t.user_attrs["arch"])[0])
         record_measurement(study, t.number, ms, target)
         done[t.number] = {"latency_measured_ms": ms}
         fits = fits or ms <= budget
