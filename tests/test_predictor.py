@@ -249,6 +249,10 @@ def test_a_machine_that_stays_busy_is_waited_for_once_then_timed_as_it_is(tmp_pa
     with pytest.warns(UserWarning, match="stays busy"):
         assert predictor.wait_quiet() is False
     assert predictor.wait_quiet() is False and len(waits) == 1  # no second wait within 10 minutes
+    predictor.expect_quiet()  # what kept it busy is over (the end of a search): waited for again
+    predictor.canary.last_ms = 1.0
+    monkeypatch.setattr(predictor.canary, "wait", lambda max_wait_s: waits.append(max_wait_s) or True)
+    assert predictor.wait_quiet() is True and len(waits) == 2
 
 
 def test_the_canary_wait_polls_fast_first_then_backs_off(target, monkeypatch):

@@ -158,6 +158,10 @@ def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_pat
     class Oracle:
         asked, can_measure = [], True
         can_measure = True  # the target is here (not a portable table's absent device)
+        quiet_expected = 0
+
+        def expect_quiet(self):
+            Oracle.quiet_expected += 1
 
         def measure_whole(self, arch):
             self.asked.append(arch["imgsz"])
@@ -166,6 +170,7 @@ def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_pat
     cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="w", storage="", measure_best=2)
     out = Console(file=open(tmp_path / "log", "w"), width=200)
     measure_winners(study, Oracle(), cfg, out)
+    assert Oracle.quiet_expected == 1  # the trials are over: it waits for a quiet machine before measuring
     # in rank order, until 2 are measured and one fits (trial 3 was over budget); trial 0 measures over
     # budget on every pass: it is measured 1 + OVER_BUDGET_REMEASURES times before it is passed over
     assert Oracle.asked == [64, 64, 64, 96]
@@ -195,6 +200,9 @@ def test_a_winner_read_over_budget_in_a_burst_of_other_work_is_measured_again_be
 
     class Oracle:
         can_measure, asked = True, 0
+
+        def expect_quiet(self):
+            pass
 
         def measure_whole(self, arch):
             Oracle.asked += 1

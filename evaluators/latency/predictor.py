@@ -192,6 +192,11 @@ class LatencyPredictor:
 
     # -- the table on disk ----------------------------------------------------------------------
 
+    def expect_quiet(self) -> None:
+        """The work that kept the machine busy is over (a search's trials): wait for quiet again
+        before the next timing, even within the 10 minutes `wait_quiet` gives up for."""
+        self.busy_until = 0.0
+
     def wait_quiet(self) -> bool:
         """Wait until the machine is as quiet as the table has seen it (True). A machine still busy
         after `max_wait_s` is timed as it is (False; a warning says so) and not waited for again

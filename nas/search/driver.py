@@ -237,6 +237,7 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
     the next one that fits is the one exported."""
     if cfg.measure_best <= 0 or cfg.latency == "measured" or not oracle.can_measure:
         return  # measured mode: every latency already is one; a table whose device is not here: none can be
+    oracle.expect_quiet()  # the trials that kept the machine busy are over: wait out what is left of them
     done, budget = measurements(study), cfg.budget_ms
     fits = any(m["latency_measured_ms"] <= budget for m in done.values())
     for t in ranked_feasible(study):

@@ -87,6 +87,11 @@ class LatencyOracle:
         predictor = self.predictors.get(arch["imgsz"]) or self._predictor(arch["imgsz"])
         return predictor.measure(arch), predictor.target.to_dict()
 
+    def expect_quiet(self) -> None:
+        """The trials are over: the next measurements wait for a quiet machine again."""
+        for predictor in self.predictors.values():
+            predictor.expect_quiet()
+
     @property
     def can_measure(self) -> bool:
         """Whether whole models can be measured on the target: not with a table whose device is not here."""
