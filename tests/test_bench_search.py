@@ -33,3 +33,22 @@ def test_a_search_that_ran_no_trial_has_no_timing_rather_than_a_negative_one():
     t = bs.timing(earlier, started=1000.0, ended=1005.0, workers=2)
     assert t["timed_trials"] == 0 and t["wall_s"] == pytest.approx(5)
     assert all(math.isnan(t[k]) for k in ("overhead_per_trial_s", "start_stop_s", "machinery_per_trial_s"))
+
+
+def test_the_baseline_is_scaled_by_its_best_of_three_passes_not_by_a_busy_one(monkeypatch):
+    import evaluators.latency as latency
+
+    passes = iter([22.8, 14.7, 14.9])  # one pass in a burst of other work, then the machine is quiet
+    monkeypatch.setattr(latency, "measure_latency", lambda *a, **kw: SimpleNamespace(median_ms=next(passes)))
+    width, arch, ms = bs.scaled_baseline(15.0, nc=1, threads=1)
+    assert (width, ms) == (1.0, 14.7)  # full width fits: not shrunk by the burst
+    assert arch["imgsz"] == 320
+
+
+def test_the_baseline_shrinks_until_it_fits(monkeypatch):
+    import evaluators.latency as latency
+
+    by_width = iter([16.0] * 3 + [15.5] * 3 + [13.9, 14.2, 14.0])  # 1.0x, 0.9x over; 0.8x fits
+    monkeypatch.setattr(latency, "measure_latency", lambda *a, **kw: SimpleNamespace(median_ms=next(by_width)))
+    width, _, ms = bs.scaled_baseline(15.0, nc=1, threads=1)
+    assert (width, ms) == (0.8, 13.9)
