@@ -48,3 +48,16 @@ def test_a_long_seed_that_a_search_uses_is_refused_in_one_line(tmp_path):
     assert r.returncode == 2
     assert "--long-seed 1 is a search's seed" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "effectiveness.json").exists()
+
+
+def test_latency_passes_interleave_so_a_slow_spell_cannot_take_every_pass_of_one_detector():
+    calls = []
+
+    def time_one(key, model):
+        calls.append(key)
+        return model * (2.0 if 2 <= len(calls) <= 4 else 1.0)  # the host gives half its CPU for 3 timings
+
+    times = be.interleaved_passes({"a": 10.0, "b": 12.0, "c": 14.0}, time_one, passes=3)
+    assert calls == ["a", "b", "c"] * 3
+    assert {k: min(v) for k, v in times.items()} == {"a": 10.0, "b": 12.0, "c": 14.0}
+    assert times["b"] == [24.0, 12.0, 12.0]  # the spell is in its first pass only
