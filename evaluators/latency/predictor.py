@@ -190,7 +190,7 @@ class LatencyPredictor:
         self._save()
         return self.calibration
 
-    # -- the table on disk ----------------------------------------------------------------------
+    # -- timing on a quiet machine -------------------------------------------------------------
 
     def expect_quiet(self) -> None:
         """The work that kept the machine busy is over (a search's trials): wait for quiet again
@@ -249,6 +249,8 @@ class LatencyPredictor:
         if self.progress is not None:
             self.progress(phase, done, total)
         return value
+
+    # -- the table on disk ----------------------------------------------------------------------
 
     def _read(self, quiet: bool = False) -> dict | None:
         """The cache file's content, or None when missing, unreadable, of another format or target.
