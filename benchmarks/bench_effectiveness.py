@@ -9,12 +9,16 @@ after a long training, at no more measured latency?
 2. The baseline: GhostNetV2 backbone + reference neck, width scaled down until it measures under
    the budget (benchmarks/bench_search.py), proxy-trained like a candidate.
 3. Every winner and the baseline trained at the long fidelity (`--long-steps`, default 5x the
-   proxy, two at a time with one thread each) on `--long-seed`, a seed no search's proxy used (a
-   proxy on the long run's seed starts from its weights and sees its images: it is flattered,
-   bench_fidelity measured), then measured whole (onnxruntime, this CPU, the best of 5 passes over
-   them all). Results go to OUT/effectiveness.json after each step: a rerun resumes.
+   proxy, two at a time with one thread each) on each of `--long-seeds`, seeds no search's proxy
+   used (a proxy on the long run's seed starts from its weights and sees its images: it is
+   flattered, bench_fidelity measured), then measured whole (onnxruntime, this CPU, the best of 5
+   passes over them all). A detector's long mAP is the mean over the long seeds; its gain over the
+   baseline is paired by seed (same initial-weight seed and image order), with its range.
+   Results go to OUT/effectiveness.json after each step: a rerun resumes.
    A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
-   only winners that changed; another --long-steps or --long-seed retrains every long run.
+   only winners that changed; another --long-steps or more --long-seeds trains only the runs
+   missing. Long training alone may run on another processor than the one that searched and timed
+   (mAP does not depend on it; each long run records where it ran); searching and timing may not.
 """
 from __future__ import annotations
 
@@ -62,21 +66,53 @@ def long_train(arch: dict, data: str, steps: int, imgsz: int, batch: int, lr: fl
 
 
 def stamp_long_runs(state: dict) -> dict:
-    """Give every long run its length and seed, and return the arguments it was saved with.
+    """Put every long run in its detector's `long_runs` list with its length and seed, and return the
+    arguments the state was saved with.
 
-    A long run records its steps and seed; older ones ran at the --long-steps of the arguments saved
-    beside them (which this run's arguments are about to replace), on seed 0."""
+    Older states hold one run under `long`, some without its steps or seed: those ran at the
+    --long-steps of the arguments saved beside them (which this run's are about to replace), on the
+    saved --long-seed, or on seed 0 before there was one."""
     before = state["args"]
     for v in [*state["searches"].values(), state.get("baseline", {})]:
         if "long" in v:
-            v["long"].setdefault("steps", before["long_steps"])
-            v["long"].setdefault("seed", before.get("long_seed", 0))
+            run = v.pop("long")
+            run.setdefault("steps", before["long_steps"])
+            run.setdefault("seed", before.get("long_seed", 0))
+            v.setdefault("long_runs", []).append(run)
     return before
 
 
+def long_run(entry: dict, steps: int, seed: int) -> dict | None:
+    """This winner's (or the baseline's) long training at `steps` on `seed`, if it has one."""
+    return next((r for r in entry.get("long_runs", []) if r["steps"] == steps and r["seed"] == seed), None)
+
+
 def long_done(entry: dict, steps: int, seed: int) -> bool:
-    """Whether this winner (or the baseline) has its long training at `steps` on `seed`."""
-    return "long" in entry and entry["long"]["steps"] == steps and entry["long"]["seed"] == seed
+    return long_run(entry, steps, seed) is not None
+
+
+def long_maps(entry: dict, steps: int, seeds: list[int]) -> list[float]:
+    """Long mAP on each of `seeds`, in their order (every one must be trained)."""
+    return [long_run(entry, steps, seed)["map"] for seed in seeds]
+
+
+def gain_points(entry: dict, baseline: dict, steps: int, seeds: list[int]) -> list[float]:
+    """mAP points over the baseline, paired by long seed: both started from the same seed's weights
+    and saw the same images in the same order, so the seed's luck cancels in part."""
+    return [100 * (a - b) for a, b in zip(long_maps(entry, steps, seeds), long_maps(baseline, steps, seeds))]
+
+
+def searched(state: dict, before: dict, key: str, trials: int) -> bool:
+    """Whether the search `key` has run to `trials` evaluated candidates (a larger --trials resumes it)."""
+    v = state["searches"].get(key)
+    return v is not None and v.get("trials_wanted", before["trials"]) >= trials
+
+
+def times_here(state: dict, before: dict, keys: list[str], trials: int, remeasure: bool) -> bool:
+    """Whether this run would search or time anything: latency is only comparable on one processor,
+    so only then must it be the processor the state was measured on."""
+    return (remeasure or "baseline" not in state or not all(searched(state, before, k, trials) for k in keys)
+            or any("measured_ms" not in v for v in state["searches"].values() if v.get("arch")))
 
 
 def winner(args, sampler: str, seed: int) -> dict:
@@ -102,7 +138,8 @@ def main() -> None:
     p.add_argument("--data", default="synthetic")
     p.add_argument("--steps", type=int, default=None, help="proxy optimizer steps (default: the search's)")
     p.add_argument("--long-steps", type=int, default=None, help="long training (default: 5x --steps)")
-    p.add_argument("--long-seed", type=int, default=3, help="the long training's seed, none of --seeds")
+    p.add_argument("--long-seeds", type=int, nargs="+", default=[3],
+                   help="the long trainings' seeds, none of --seeds (more seeds: an interval on each gain)")
     p.add_argument("--imgsz", type=int, default=128, help="training size (latency is at the space's size)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
@@ -117,9 +154,11 @@ def main() -> None:
     p.add_argument("--studies", default="/tmp/nas-effectiveness")
     p.add_argument("--out", default="runs/effectiveness")
     args = p.parse_args()
-    if args.long_seed in args.seeds:
-        p.error(f"--long-seed {args.long_seed} is a search's seed: its proxy would share the long run's weights "
-                "and images (pick one outside --seeds)")
+    shared = sorted(set(args.long_seeds) & set(args.seeds))
+    if shared:
+        p.error(f"--long-seeds {shared[0]} is a search's seed: its proxy would share the long run's weights "
+                "and images (pick seeds outside --seeds)")
+    args.long_seeds = list(dict.fromkeys(args.long_seeds))
     from nas.search.config import DEFAULT_STEPS
 
     args.steps = args.steps or DEFAULT_STEPS
@@ -144,27 +183,31 @@ def main() -> None:
     path = out / "effectiveness.json"
     state = json.loads(path.read_text()) if path.exists() else {"args": vars(args), "processor": cpu_name(),
                                                                     "searches": {}}
-    if state.get("processor", cpu_name()) != cpu_name():
-        sys.exit(f"{path} was measured on {state['processor']}, this is {cpu_name()}: use another --out")
     before = stamp_long_runs(state)
+    keys = [(sampler, seed) for sampler in ("tpe", "random") for seed in args.seeds]
+    if state.get("processor", cpu_name()) != cpu_name() and times_here(
+            state, before, [f"{sampler}-{seed}" for sampler, seed in keys], args.trials, args.remeasure):
+        print(f"{path} was measured on {state['processor']}, this is {cpu_name()}: searching or timing here would "
+              "mix processors (use another --out; long training alone may run here)", file=sys.stderr)
+        sys.exit(2)
     state["args"] = vars(args)
 
     def save():
         path.write_text(json.dumps(state, indent=1))
 
     # 1. the searches; a larger --trials resumes them (a search's study keeps its trials)
-    def searched(key: str) -> bool:
-        return key in state["searches"] and state["searches"][key].get("trials_wanted", before["trials"]) >= args.trials
+    def done(key: str) -> bool:
+        return searched(state, before, key, args.trials)
 
-    keys = [(sampler, seed) for sampler in ("tpe", "random") for seed in args.seeds]
-    if not all(searched(f"{sampler}-{seed}") for sampler, seed in keys) and "calibration_s" not in state:
+    if not all(done(f"{sampler}-{seed}") for sampler, seed in keys) and "calibration_s" not in state:
         state["calibration_s"] = prepare_table(args)
     for sampler, seed in keys:
         key = f"{sampler}-{seed}"
-        if not searched(key):
+        if not done(key):
             old, new = state["searches"].get(key, {}), {**winner(args, sampler, seed), "trials_wanted": args.trials}
             if old.get("arch") == new["arch"]:  # the same winner: its long training and latency stand
-                new.update({k: old[k] for k in ("long", "measured_ms") if k in old})
+                new.update({k: old[k] for k in ("long_runs", "measured_ms", "measured_passes_ms")
+                            if k in old})
             state["searches"][key] = new
             save()
     # 2. the baseline at the budget, proxy-trained like a candidate
@@ -174,15 +217,17 @@ def main() -> None:
         proxy = long_train(arch, args.data, args.steps, args.imgsz, args.batch, args.lr, seed=0)
         state["baseline"] = {"width": width, "arch": arch, "latency_ms": ms, "best_map": proxy["map"]}
         save()
-    # 3. long training of every winner and the baseline, two at a time
+    # 3. long training of every winner and the baseline on every long seed, two at a time
     entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
-    todo = {k: v for k, v in entries.items() if not long_done(v, args.long_steps, args.long_seed)}
+    todo = [(k, seed) for seed in args.long_seeds for k, v in entries.items()
+            if not long_done(v, args.long_steps, seed)]
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
-        futures = {k: pool.submit(long_train, v["arch"], args.data, args.long_steps, args.imgsz, args.batch, args.lr,
-                                  args.long_seed) for k, v in todo.items()}
-        for k, f in futures.items():
-            entries[k]["long"] = f.result()
-            print(f"{k}: long mAP {entries[k]['long']['map']:.4f}", flush=True)
+        futures = {(k, seed): pool.submit(long_train, entries[k]["arch"], args.data, args.long_steps, args.imgsz,
+                                          args.batch, args.lr, seed) for k, seed in todo}
+        for (k, seed), f in futures.items():
+            run = {**f.result(), "processor": cpu_name()}
+            entries[k].setdefault("long_runs", []).append(run)
+            print(f"{k}: long mAP {run['map']:.4f} on seed {seed}", flush=True)
             save()
     # measured whole on an otherwise idle machine, in passes over all of them (each keeps its smallest):
     # a slow spell of a shared host then inflates one pass of each, not every pass of one detector
@@ -193,27 +238,39 @@ def main() -> None:
         entries[k]["measured_ms"], entries[k]["measured_passes_ms"] = min(times), [round(t, 3) for t in times]
     save()
 
+    steps, seeds, base = args.long_steps, args.long_seeds, state["baseline"]
     console = Console(width=160)
     table = Table(title=f"budget {args.budget}: {args.trials} evaluated candidates per search, proxy {args.steps} "
-                        f"steps, long {args.long_steps} steps on seed {args.long_seed}, {args.data} at {args.imgsz} px")
-    for col in ("detector", "proxy mAP", "long mAP", "long mAP50", "measured ms", "vs baseline (long mAP pts)"):
+                        f"steps, long {steps} steps on seeds {', '.join(map(str, seeds))}, {args.data} at "
+                        f"{args.imgsz} px")
+    for col in ("detector", "proxy mAP", "long mAP (mean)", "long mAP per seed", "measured ms",
+                "vs baseline (mAP pts, mean \\[range over seeds])"):
         table.add_column(col, justify="right")
-    base = state["baseline"]["long"]["map"]
     for k, v in entries.items():
-        table.add_row(k if k != "baseline" else f"baseline GhostNetV2 x{state['baseline']['width']}",
-                      f"{v['best_map']:.4f}", f"{v['long']['map']:.4f}", f"{v['long']['map50']:.4f}",
-                      f"{v['measured_ms']:.2f}", f"{100 * (v['long']['map'] - base):+.1f}")
+        maps, gains = long_maps(v, steps, seeds), gain_points(v, base, steps, seeds)
+        table.add_row(k if k != "baseline" else f"baseline GhostNetV2 x{base['width']}", f"{v['best_map']:.4f}",
+                      f"{statistics.mean(maps):.4f}", " / ".join(f"{m:.4f}" for m in maps), f"{v['measured_ms']:.2f}",
+                      f"{statistics.mean(gains):+.1f}" + (f" \\[{min(gains):+.1f}, {max(gains):+.1f}]"
+                                                          if len(seeds) > 1 else ""))
     console.print(table)
-    tpe_wins = sum(entries[f"tpe-{s}"]["long"]["map"] > entries[f"random-{s}"]["long"]["map"]
-                   for s in args.seeds if f"tpe-{s}" in entries and f"random-{s}" in entries)
-    proxy_wins = sum(state["searches"][f"tpe-{s}"]["best_map"] > state["searches"][f"random-{s}"]["best_map"]
-                     for s in args.seeds)
+
+    def mean_long(key: str) -> float:
+        return statistics.mean(long_maps(entries[key], steps, seeds))
+
+    def proxy(key: str) -> float:
+        return state["searches"][key]["best_map"]
+
+    pairs = [s for s in args.seeds if f"tpe-{s}" in entries and f"random-{s}" in entries]
     summary = {
-        "tpe_beats_random_long": f"{tpe_wins}/{len(args.seeds)}",
-        "tpe_beats_random_proxy": f"{proxy_wins}/{len(args.seeds)}",
-        **{f"mean_long_map_{s}": statistics.mean(entries[f"{s}-{seed}"]["long"]["map"] for seed in args.seeds
-                                                 if f"{s}-{seed}" in entries) for s in ("tpe", "random")},
-        "baseline_long_map": base, "budget": args.budget,
+        "tpe_beats_random_long": f"{sum(mean_long(f'tpe-{s}') > mean_long(f'random-{s}') for s in pairs)}/{len(pairs)}",
+        "tpe_beats_random_proxy": f"{sum(proxy(f'tpe-{s}') > proxy(f'random-{s}') for s in args.seeds)}/"
+                                  f"{len(args.seeds)}",
+        **{f"mean_long_map_{sampler}": statistics.mean(mean_long(f"{sampler}-{s}") for s in args.seeds
+                                                       if f"{sampler}-{s}" in entries)
+           for sampler in ("tpe", "random")},
+        "baseline_long_map": mean_long("baseline"), "long_seeds": seeds, "budget": args.budget,
+        "gain_points": {k: [round(g, 2) for g in gain_points(v, base, steps, seeds)]
+                        for k, v in entries.items() if k != "baseline"},
     }
     state["summary"] = summary
     save()

@@ -1,4 +1,5 @@
 """benchmarks/bench_effectiveness.py's resume rules: which long trainings a rerun keeps."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +16,14 @@ def _state(long_steps: int) -> dict:
             "baseline": {"arch": {}, "long": {"map": 0.45}}}
 
 
-def test_an_older_long_run_keeps_the_length_it_was_trained_at():
+def test_an_older_long_run_keeps_the_length_and_seed_it_was_trained_at():
     state = _state(long_steps=160)
     before = be.stamp_long_runs(state)
     assert before["long_steps"] == 160
-    assert state["searches"]["tpe-0"]["long"]["steps"] == 160 and state["baseline"]["long"]["steps"] == 160
-    assert state["searches"]["tpe-0"]["long"]["seed"] == 0  # before --long-seed, long runs were on seed 0
-    assert state["searches"]["random-0"]["long"]["steps"] == 320  # its own record stands
-    assert state["searches"]["random-0"]["long"]["seed"] == 3
+    assert "long" not in state["searches"]["tpe-0"]  # moved into the list every detector now keeps
+    assert state["searches"]["tpe-0"]["long_runs"] == [{"map": 0.5, "steps": 160, "seed": 0}]  # before --long-seed
+    assert state["searches"]["random-0"]["long_runs"] == [{"map": 0.4, "steps": 320, "seed": 3}]  # its own record
+    assert state["baseline"]["long_runs"][0]["steps"] == 160 and "long_runs" not in state["searches"]["tpe-1"]
 
 
 def test_a_rerun_at_another_long_length_retrains_only_what_is_not_at_it():
@@ -34,19 +35,54 @@ def test_a_rerun_at_another_long_length_retrains_only_what_is_not_at_it():
     assert not be.long_done(state["baseline"], 320, seed=0) and be.long_done(state["baseline"], 160, seed=0)
 
 
-def test_a_rerun_on_another_long_seed_retrains_every_long_run():
+def test_another_long_seed_adds_a_run_beside_the_first_rather_than_replacing_it():
     state = _state(long_steps=320)
     be.stamp_long_runs(state)
-    assert not be.long_done(state["searches"]["random-0"], 320, seed=4)
+    random0 = state["searches"]["random-0"]
+    assert not be.long_done(random0, 320, seed=4)
+    random0["long_runs"].append({"map": 0.46, "steps": 320, "seed": 4})
+    assert be.long_done(random0, 320, seed=3) and be.long_done(random0, 320, seed=4)
+    assert be.long_maps(random0, 320, [4, 3]) == [0.46, 0.4]  # in the order asked
     assert not be.long_done(state["searches"]["tpe-0"], 320, seed=3)  # trained on seed 0, not 3
+
+
+def test_the_gain_over_the_baseline_is_paired_by_long_seed():
+    base = {"long_runs": [{"map": 0.50, "steps": 800, "seed": 3}, {"map": 0.40, "steps": 800, "seed": 4}]}
+    winner = {"long_runs": [{"map": 0.42, "steps": 800, "seed": 4}, {"map": 0.51, "steps": 800, "seed": 3},
+                            {"map": 0.90, "steps": 160, "seed": 3}]}  # another length: not compared
+    gains = be.gain_points(winner, base, 800, [3, 4])
+    assert [round(g, 6) for g in gains] == [1.0, 2.0]  # seed 3 against seed 3, 4 against 4
+
+
+def test_long_training_alone_may_run_on_another_processor_but_searching_or_timing_may_not():
+    state = {"args": {"trials": 10}, "baseline": {"arch": {}, "measured_ms": 14.0},
+             "searches": {k: {"arch": {"n": 1}, "trials_wanted": 10, "measured_ms": 13.0}
+                          for k in ("tpe-0", "random-0")}}
+    keys = ["tpe-0", "random-0"]
+    assert not be.times_here(state, state["args"], keys, trials=10, remeasure=False)
+    assert be.times_here(state, state["args"], keys, trials=20, remeasure=False)  # the searches would resume
+    assert be.times_here(state, state["args"], keys, trials=10, remeasure=True)
+    assert be.times_here(state, state["args"], [*keys, "tpe-1"], trials=10, remeasure=False)  # a new search
+    del state["searches"]["random-0"]["measured_ms"]
+    assert be.times_here(state, state["args"], keys, trials=10, remeasure=False)  # a winner to time
+
+
+def test_a_state_from_another_processor_is_refused_in_one_line_when_the_run_would_time(tmp_path):
+    (tmp_path / "effectiveness.json").write_text(json.dumps(
+        {"args": {"trials": 10, "long_steps": 800}, "processor": "Some Other CPU", "searches": {}}))
+    r = subprocess.run([sys.executable, str(Path(be.__file__)), "--seeds", "0", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "measured on Some Other CPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "effectiveness.json").read_text())["searches"] == {}  # untouched
 
 
 def test_a_long_seed_that_a_search_uses_is_refused_in_one_line(tmp_path):
     script = Path(be.__file__)
-    r = subprocess.run([sys.executable, str(script), "--seeds", "0", "1", "--long-seed", "1", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(script), "--seeds", "0", "1", "--long-seeds", "3", "1",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert "--long-seed 1 is a search's seed" in r.stderr and "Traceback" not in r.stderr
+    assert "--long-seeds 1 is a search's seed" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "effectiveness.json").exists()
 
 
