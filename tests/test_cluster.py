@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.search.study import evaluated
-from tests.searching import FAST, SPACE
+from tests.searching import FAST, SPACE, load_when_written
 
 RAY = str(Path(sys.executable).parent / "ray")
 REPO = Path(__file__).resolve().parents[1]
@@ -115,13 +115,7 @@ def _search(cluster: Cluster, workdir: Path, name: str, *args: str, env: dict | 
 
 
 def _load(workdir: Path, name: str) -> optuna.Study | None:
-    db = workdir / "studies" / name / "study.db"
-    if not db.exists():
-        return None
-    try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-    except KeyError:  # created, not yet written
-        return None
+    return load_when_written(workdir / "studies" / name / "study.db", name)
 
 
 def test_a_driver_without_the_token_is_told_what_to_set(cluster, tmp_path):

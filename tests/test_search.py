@@ -20,7 +20,7 @@ from nas.search.study import evaluated, recover_interrupted
 from ray.tune.search import Searcher
 
 from tests.helpers import tiny_arch
-from tests.searching import FAST, SPACE, storage
+from tests.searching import FAST, SPACE, load_when_written, storage
 
 REQUIRED_ATTRS = {"arch", "latency_ms", "latency_source", "target", "params", "flops", "budget_ms", "trained",
                   "latency_s", "latency_blocks", "latency_wait_s", "driver_s"}
@@ -356,11 +356,8 @@ def test_resume_after_sigkill_reaches_the_target_exactly(tmp_path):
     before = []
     while time.time() < deadline and proc.poll() is None:
         time.sleep(1)
-        if db.exists():
-            try:
-                study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-            except KeyError:
-                continue
+        study = load_when_written(db, name)
+        if study is not None:
             states = [t.state for t in study.trials]
             if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:
                 before = [(t.number, t.value, t.params) for t in study.trials if t.state == TrialState.COMPLETE]
