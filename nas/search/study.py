@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import IntegrityError
 
 from nas.errors import UserError
 
@@ -26,8 +27,9 @@ def _storage(url: str):
         try:
             return optuna.storages.RDBStorage(url)
         except Exception as e:  # bad URL, missing driver, unreachable server
-            if "already exists" in str(e) and attempt < 2:
-                # another process (a dashboard, a status poll) created the schema at the same moment
+            if attempt < 2 and ("already exists" in str(e) or isinstance(e, IntegrityError)):
+                # another process (a dashboard, a status poll, a second driver) created the schema at the
+                # same moment: a table created twice, or the schema version stamped twice
                 time.sleep(0.2 * (attempt + 1))
                 continue
             cause = getattr(e, "orig", None) or e  # the driver's own words, without SQLAlchemy's wrapper
