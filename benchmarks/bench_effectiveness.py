@@ -14,6 +14,10 @@ after a long training, at no more measured latency?
    flattered, bench_fidelity measured), then measured whole (onnxruntime, this CPU, the best of 5
    passes over them all). A detector's long mAP is the mean over the long seeds; its gain over the
    baseline is paired by seed (same initial-weight seed and image order), with its range.
+   `--reference-widths` adds the hand-designed detector at other widths (e.g. the first that
+   missed the budget by a hair), long-trained beside the others and never searched: how much of a
+   gain over the baseline is the width scan's coarse step? They are timed only on the processor
+   the state was measured on.
    Results go to OUT/effectiveness.json after each step: a rerun resumes.
    A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
    only winners that changed; another --long-steps or more --long-seeds trains only the runs
@@ -102,6 +106,27 @@ def gain_points(entry: dict, baseline: dict, steps: int, seeds: list[int]) -> li
     return [100 * (a - b) for a, b in zip(long_maps(entry, steps, seeds), long_maps(baseline, steps, seeds))]
 
 
+def missing_long_runs(entries: dict, steps: int, seeds: list[int]) -> list[tuple[str, int]]:
+    """(detector, seed) of every long training not yet done, seed by seed."""
+    return [(k, seed) for seed in seeds for k, v in entries.items() if not long_done(v, steps, seed)]
+
+
+def reference_key(width: float) -> str:
+    return f"GhostNetV2 x{width:g}"
+
+
+def add_references(state: dict, widths: list[float]) -> list[str]:
+    """The hand-designed detector at each of `widths`, for the baseline's classes (kept in the state
+    once added: its long runs stand); returns their keys, in the order asked."""
+    from bench_search import baseline_arch
+
+    refs = state.setdefault("references", {})
+    for width in widths:
+        refs.setdefault(reference_key(width), {"width": width,
+                                               "arch": baseline_arch(width, state["baseline"]["arch"]["nc"])})
+    return [reference_key(width) for width in widths]
+
+
 def searched(state: dict, before: dict, key: str, trials: int) -> bool:
     """Whether the search `key` has run to `trials` evaluated candidates (a larger --trials resumes it)."""
     v = state["searches"].get(key)
@@ -140,6 +165,9 @@ def main() -> None:
     p.add_argument("--long-steps", type=int, default=None, help="long training (default: 5x --steps)")
     p.add_argument("--long-seeds", type=int, nargs="+", default=[3],
                    help="the long trainings' seeds, none of --seeds (more seeds: an interval on each gain)")
+    p.add_argument("--reference-widths", type=float, nargs="+", default=[], metavar="W",
+                   help="also long-train the hand-designed detector at these widths (never searched; e.g. the "
+                        "first width over the budget), to bound what the width scan's step costs the baseline")
     p.add_argument("--imgsz", type=int, default=128, help="training size (latency is at the space's size)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.01)
@@ -217,10 +245,11 @@ def main() -> None:
         proxy = long_train(arch, args.data, args.steps, args.imgsz, args.batch, args.lr, seed=0)
         state["baseline"] = {"width": width, "arch": arch, "latency_ms": ms, "best_map": proxy["map"]}
         save()
-    # 3. long training of every winner and the baseline on every long seed, two at a time
-    entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]}
-    todo = [(k, seed) for seed in args.long_seeds for k, v in entries.items()
-            if not long_done(v, args.long_steps, seed)]
+    refs = {k: state["references"][k] for k in add_references(state, args.reference_widths)}
+    save()
+    # 3. long training of every winner, the baseline and the references on every long seed, two at a time
+    entries = {k: v for k, v in state["searches"].items() if v["arch"]} | {"baseline": state["baseline"]} | refs
+    todo = missing_long_runs(entries, args.long_steps, args.long_seeds)
     with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
         futures = {(k, seed): pool.submit(long_train, entries[k]["arch"], args.data, args.long_steps, args.imgsz,
                                           args.batch, args.lr, seed) for k, seed in todo}
@@ -231,7 +260,9 @@ def main() -> None:
             save()
     # measured whole on an otherwise idle machine, in passes over all of them (each keeps its smallest):
     # a slow spell of a shared host then inflates one pass of each, not every pass of one detector
-    unmeasured = {k: build_model(v["arch"]) for k, v in entries.items() if args.remeasure or "measured_ms" not in v}
+    here = state.get("processor", cpu_name()) == cpu_name()  # references only; the rest was refused above
+    unmeasured = {k: build_model(v["arch"]) for k, v in entries.items()
+                  if (args.remeasure or "measured_ms" not in v) and (here or k not in refs)}
     passes = interleaved_passes(unmeasured, lambda k, model: measure_latency(
         model, entries[k]["arch"]["imgsz"], threads=args.threads).median_ms)
     for k, times in passes.items():
@@ -248,8 +279,10 @@ def main() -> None:
         table.add_column(col, justify="right")
     for k, v in entries.items():
         maps, gains = long_maps(v, steps, seeds), gain_points(v, base, steps, seeds)
-        table.add_row(k if k != "baseline" else f"baseline GhostNetV2 x{base['width']}", f"{v['best_map']:.4f}",
-                      f"{statistics.mean(maps):.4f}", " / ".join(f"{m:.4f}" for m in maps), f"{v['measured_ms']:.2f}",
+        table.add_row(k if k != "baseline" else f"baseline GhostNetV2 x{base['width']}",
+                      f"{v['best_map']:.4f}" if "best_map" in v else "-",
+                      f"{statistics.mean(maps):.4f}", " / ".join(f"{m:.4f}" for m in maps),
+                      f"{v['measured_ms']:.2f}" if "measured_ms" in v else "-",
                       f"{statistics.mean(gains):+.1f}" + (f" \\[{min(gains):+.1f}, {max(gains):+.1f}]"
                                                           if len(seeds) > 1 else ""))
     console.print(table)
@@ -270,7 +303,13 @@ def main() -> None:
            for sampler in ("tpe", "random")},
         "baseline_long_map": mean_long("baseline"), "long_seeds": seeds, "budget": args.budget,
         "gain_points": {k: [round(g, 2) for g in gain_points(v, base, steps, seeds)]
-                        for k, v in entries.items() if k != "baseline"},
+                        for k, v in entries.items() if k != "baseline" and k not in refs},
+        # each search's winner against each reference, paired by seed as against the baseline
+        "references": {r: {"gain_over_baseline": [round(g, 2) for g in gain_points(ref, base, steps, seeds)],
+                           "winners_gain": {k: [round(g, 2) for g in gain_points(state["searches"][k], ref, steps,
+                                                                                  seeds)]
+                                            for k in entries if k in state["searches"]}}
+                       for r, ref in refs.items()},
     }
     state["summary"] = summary
     save()

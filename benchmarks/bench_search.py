@@ -123,16 +123,23 @@ def timing(trials: list, started: float, ended: float, workers: int) -> dict:
             "blocks_per_trial_halves": [statistics.mean(blocks[:max(1, n // 2)]), statistics.mean(blocks[n // 2:])]}
 
 
+def baseline_arch(width: float, nc: int, imgsz: int = 320) -> dict:
+    """The hand-designed detector at `width`: GhostNetV2 backbone + the reference neck."""
+    from nas.models import ghostnet_yolo
+
+    return ghostnet_yolo(2, width, nc=nc, imgsz=imgsz, neck_widths=(64, 128, 256), head_width=64)
+
+
 def scaled_baseline(budget_ms: float, nc: int, threads: int | None, imgsz: int = 320) -> tuple | None:
     """The hand-designed detector at the budget: GhostNetV2 backbone + the reference neck, its width
     scaled down until it measures under `budget_ms`, in the best of 3 passes (as the winners it is compared
     with: a burst of other work on a shared machine must not shrink it). (width, arch, ms), or None if
     even 0.25x is over."""
     from evaluators.latency import measure_latency
-    from nas.models import build_model, ghostnet_yolo
+    from nas.models import build_model
 
     for width in [1.0, 0.9, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25]:
-        arch = ghostnet_yolo(2, width, nc=nc, imgsz=imgsz, neck_widths=(64, 128, 256), head_width=64)
+        arch = baseline_arch(width, nc, imgsz)
         model = build_model(arch)
         ms = min(measure_latency(model, imgsz, threads=threads).median_ms for _ in range(3))
         print(f"baseline width {width}: {ms:.2f} ms", flush=True)

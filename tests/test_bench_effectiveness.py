@@ -97,3 +97,24 @@ def test_latency_passes_interleave_so_a_slow_spell_cannot_take_every_pass_of_one
     assert calls == ["a", "b", "c"] * 3
     assert {k: min(v) for k, v in times.items()} == {"a": 10.0, "b": 12.0, "c": 14.0}
     assert times["b"] == [24.0, 12.0, 12.0]  # the spell is in its first pass only
+
+
+def test_a_reference_width_adds_the_hand_designed_detector_and_only_its_long_runs_are_missing():
+    from bench_search import baseline_arch
+    from nas.models import build_model
+
+    def trained(arch):
+        return {"arch": arch, "long_runs": [{"map": 0.6, "steps": 800, "seed": s} for s in (3, 4)]}
+
+    state = {"searches": {"tpe-0": trained({"n": 0})}, "baseline": trained(baseline_arch(0.5, nc=4))}
+    assert be.add_references(state, [0.6]) == ["GhostNetV2 x0.6"]
+    ref = state["references"]["GhostNetV2 x0.6"]
+    assert ref["arch"] == baseline_arch(0.6, nc=4)  # the baseline's family and classes, another width
+    params = [sum(p.numel() for p in build_model(a).parameters()) for a in (state["baseline"]["arch"], ref["arch"])]
+    assert params[1] > params[0]
+    entries = {**state["searches"], "baseline": state["baseline"], "GhostNetV2 x0.6": ref}
+    assert be.missing_long_runs(entries, 800, [3, 4]) == [("GhostNetV2 x0.6", 3), ("GhostNetV2 x0.6", 4)]
+    ref["long_runs"] = [{"map": 0.65, "steps": 800, "seed": 3}]
+    be.add_references(state, [0.6])  # a rerun keeps the reference and its runs
+    assert state["references"]["GhostNetV2 x0.6"]["long_runs"] == [{"map": 0.65, "steps": 800, "seed": 3}]
+    assert be.missing_long_runs(entries, 800, [3, 4]) == [("GhostNetV2 x0.6", 4)]
