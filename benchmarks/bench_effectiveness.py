@@ -186,6 +186,8 @@ def main() -> None:
     if shared:
         p.error(f"--long-seeds {shared[0]} is a search's seed: its proxy would share the long run's weights "
                 "and images (pick seeds outside --seeds)")
+    if any(not 0 < w <= 2 for w in args.reference_widths):
+        p.error("--reference-widths are width multipliers of the hand-designed detector, in (0, 2]")
     args.long_seeds = list(dict.fromkeys(args.long_seeds))
     from nas.search.config import DEFAULT_STEPS
 

@@ -86,6 +86,14 @@ def test_a_long_seed_that_a_search_uses_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "effectiveness.json").exists()
 
 
+def test_a_reference_width_that_is_no_width_is_refused_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(Path(be.__file__)), "--reference-widths", "0.6", "0",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--reference-widths are width multipliers" in r.stderr
+    assert not (tmp_path / "effectiveness.json").exists()
+
+
 def test_latency_passes_interleave_so_a_slow_spell_cannot_take_every_pass_of_one_detector():
     calls = []
 
