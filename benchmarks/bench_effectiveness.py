@@ -215,7 +215,8 @@ def main() -> None:
                                                                     "searches": {}}
     before = stamp_long_runs(state)
     keys = [(sampler, seed) for sampler in ("tpe", "random") for seed in args.seeds]
-    if state.get("processor", cpu_name()) != cpu_name() and times_here(
+    measured_here = state.get("processor", cpu_name()) == cpu_name()  # latencies are only comparable on one
+    if not measured_here and times_here(
             state, before, [f"{sampler}-{seed}" for sampler, seed in keys], args.trials, args.remeasure):
         print(f"{path} was measured on {state['processor']}, this is {cpu_name()}: searching or timing here would "
               "mix processors (use another --out; long training alone may run here)", file=sys.stderr)
@@ -262,9 +263,9 @@ def main() -> None:
             save()
     # measured whole on an otherwise idle machine, in passes over all of them (each keeps its smallest):
     # a slow spell of a shared host then inflates one pass of each, not every pass of one detector
-    here = state.get("processor", cpu_name()) == cpu_name()  # references only; the rest was refused above
+    # elsewhere only references can be unmeasured (the rest was refused above): they stay untimed
     unmeasured = {k: build_model(v["arch"]) for k, v in entries.items()
-                  if (args.remeasure or "measured_ms" not in v) and (here or k not in refs)}
+                  if (args.remeasure or "measured_ms" not in v) and (measured_here or k not in refs)}
     passes = interleaved_passes(unmeasured, lambda k, model: measure_latency(
         model, entries[k]["arch"]["imgsz"], threads=args.threads).median_ms)
     for k, times in passes.items():
