@@ -183,6 +183,53 @@ def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_pat
     assert Oracle.asked == [64, 64, 64, 96]
 
 
+def test_a_search_resumed_with_more_trials_measures_its_new_winner(tmp_path):
+    """Three candidates measured by the first run must not stand for the top of a longer one."""
+    from rich.console import Console
+
+    from nas.search.driver import measure_winners
+    from nas.search.study import best_feasible, measurements, next_to_measure
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.set_user_attr("budget_ms", 10.0)
+
+    def finished(imgsz, mAP, predicted):
+        trial = study.ask()
+        for key, value in {"arch": tiny_arch(imgsz=imgsz), "latency_ms": predicted, "trained": True}.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("latency", predicted - 10.0)
+        study.tell(trial, mAP)
+
+    for imgsz, mAP in [(64, 0.3), (96, 0.2)]:
+        finished(imgsz, mAP, 9.0)
+    whole = {64: 9.1, 96: 9.2, 128: 10.6, 160: 9.6}
+
+    class Oracle:
+        can_measure, asked = True, []
+
+        def expect_quiet(self):
+            pass
+
+        def measure_whole(self, arch):
+            Oracle.asked.append(arch["imgsz"])
+            return whole[arch["imgsz"]], {"device": "cpu", "threads": 1}
+
+    cfg = SearchConfig(space=str(SPACE), budget_ms=10.0, study="w", storage="", measure_best=2)
+    out = Console(file=open(tmp_path / "log", "w"), width=200)
+    measure_winners(study, Oracle(), cfg, out)
+    assert Oracle.asked == [64, 96] and next_to_measure(study, 2, 10.0) is None
+    finished(128, 0.5, 9.8)  # the resumed search's new leader: it measures over the budget
+    finished(160, 0.4, 9.7)  # and its runner-up, which fits
+    assert next_to_measure(study, 2, 10.0).number == 2
+    measure_winners(study, Oracle(), cfg, out)
+    # the new top two by rank (the first over budget on each of its passes); the old winner fits and was
+    # measured before, so nothing further
+    assert Oracle.asked == [64, 96, 128, 128, 128, 160]
+    assert {n: m["latency_measured_ms"] for n, m in measurements(study).items()} == {0: 9.1, 1: 9.2, 2: 10.6,
+                                                                                      3: 9.6}
+    assert best_feasible(study).number == 3
+
+
 def test_a_winner_read_over_budget_in_a_burst_of_other_work_is_measured_again_before_it_is_passed_over(tmp_path):
     from rich.console import Console
 

@@ -25,7 +25,7 @@ from .lock import driver_lock
 from .progress import Progress, counts, counts_line, trials_table
 from .proxy import ProxyPlan, TieWatch
 from .pruning import make_pruner
-from .study import (best_feasible, evaluated, measurements, open_study, ranked_feasible, record_measurement,
+from .study import (best_feasible, evaluated, measurements, next_to_measure, open_study, record_measurement,
                     recover_interrupted, requeue_interrupted)
 
 
@@ -93,7 +93,7 @@ def _search(cfg: SearchConfig, console: Console) -> int:
         if len(evaluated(study)) >= cfg.trials:
             console.print(f"study {cfg.study!r} already has {len(evaluated(study))} evaluated trials "
                           f"(target {cfg.trials}); raise --trials to search further")
-            if len(measurements(study)) < min(cfg.measure_best, len(ranked_feasible(study))):
+            if next_to_measure(study, cfg.measure_best, cfg.budget_ms) is not None:
                 measure_winners(study, _oracle(cfg, space, nc, console), cfg, console)  # cut short last time
             console.print(trials_table(study, limit=10))
             return 0
@@ -238,21 +238,14 @@ def measure_winners(study: optuna.Study, oracle: LatencyOracle, cfg: SearchConfi
     if cfg.measure_best <= 0 or cfg.latency == "measured" or not oracle.can_measure:
         return  # measured mode: every latency already is one; a table whose device is not here: none can be
     oracle.expect_quiet()  # the trials that kept the machine busy are over: wait out what is left of them
-    done, budget = measurements(study), cfg.budget_ms
-    fits = any(m["latency_measured_ms"] <= budget for m in done.values())
-    for t in ranked_feasible(study):
-        if len(done) >= 4 * cfg.measure_best or (len(done) >= cfg.measure_best and fits):
-            break
-        if t.number in done:
-            continue
+    budget = cfg.budget_ms
+    while (t := next_to_measure(study, cfg.measure_best, budget)) is not None:
         ms, target = oracle.measure_whole(t.user_attrs["arch"])
         for _ in range(OVER_BUDGET_REMEASURES):  # other work on a shared machine only adds time: before
             if ms <= budget:                     # passing a candidate over, keep the smallest of a few passes
                 break
             ms = min(ms, oracle.measure_whole(t.user_attrs["arch"])[0])
         record_measurement(study, t.number, ms, target)
-        done[t.number] = {"latency_measured_ms": ms}
-        fits = fits or ms <= budget
         verdict = "fits" if ms <= budget else f"OVER the {budget:g} ms budget: passed over"
         console.print(f"measured trial #{t.number} whole on the target: {ms:.2f} ms (predicted "
                       f"{t.user_attrs['latency_ms']:.2f} ms): {verdict}", markup=False, soft_wrap=True)

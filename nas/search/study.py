@@ -167,6 +167,22 @@ def best_feasible(study: optuna.Study) -> FrozenTrial | None:
                  if measured.get(t.number, {}).get("latency_measured_ms", 0.0) <= budget), None)
 
 
+def next_to_measure(study: optuna.Study, measure_best: int, budget_ms: float) -> FrozenTrial | None:
+    """The next candidate to measure whole at the end of a search, or None: in today's rank order, the
+    best `measure_best` feasible ones, and past them until one measures within budget (at most 4x as
+    many). Today's: a search resumed with more trials measures its new leaders, however many
+    candidates an earlier run measured."""
+    measured = measurements(study)
+    fits = False
+    for rank, t in enumerate(ranked_feasible(study)):
+        if rank >= 4 * measure_best or (rank >= measure_best and fits):
+            return None
+        if t.number not in measured:
+            return t
+        fits = fits or measured[t.number]["latency_measured_ms"] <= budget_ms
+    return None
+
+
 def measurements(study: optuna.Study) -> dict[int, dict]:
     """Whole-model latencies measured at the end of a search, by trial number: {"latency_measured_ms",
     "target"}. Kept on the study: a finished trial's own attributes cannot change."""
