@@ -138,6 +138,15 @@ def test_a_warning_during_a_search_is_one_line(tmp_path):
     assert log.read_text() == "warning: the machine runs 26% slower than its best\n"
 
 
+def _trained(study, imgsz: int, mAP: float, predicted: float, budget: float) -> None:
+    """A candidate trained to the end with its predicted latency, as the searcher tells it."""
+    trial = study.ask()
+    for key, value in {"arch": tiny_arch(imgsz=imgsz), "latency_ms": predicted, "trained": True}.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint("latency", predicted - budget)
+    study.tell(trial, mAP)
+
+
 def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_path):
     from rich.console import Console
 
@@ -148,11 +157,7 @@ def test_the_winner_is_measured_whole_and_one_over_budget_is_passed_over(tmp_pat
     study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
     study.set_user_attr("budget_ms", 10.0)
     for imgsz, mAP, predicted in [(64, 0.3, 9.5), (96, 0.2, 9.0), (128, 0.1, 8.0), (160, 0.4, 12.0)]:
-        trial = study.ask()
-        for key, value in {"arch": tiny_arch(imgsz=imgsz), "latency_ms": predicted, "trained": True}.items():
-            trial.set_user_attr(key, value)
-        trial.set_constraint("latency", predicted - 10.0)
-        study.tell(trial, mAP)
+        _trained(study, imgsz, mAP, predicted, budget=10.0)
     whole = {64: 10.8, 96: 9.4, 128: 8.1}  # trial 0, the predicted winner, measures over the budget
 
     class Oracle:
@@ -193,15 +198,8 @@ def test_a_search_resumed_with_more_trials_measures_its_new_winner(tmp_path):
     study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
     study.set_user_attr("budget_ms", 10.0)
 
-    def finished(imgsz, mAP, predicted):
-        trial = study.ask()
-        for key, value in {"arch": tiny_arch(imgsz=imgsz), "latency_ms": predicted, "trained": True}.items():
-            trial.set_user_attr(key, value)
-        trial.set_constraint("latency", predicted - 10.0)
-        study.tell(trial, mAP)
-
     for imgsz, mAP in [(64, 0.3), (96, 0.2)]:
-        finished(imgsz, mAP, 9.0)
+        _trained(study, imgsz, mAP, 9.0, budget=10.0)
     whole = {64: 9.1, 96: 9.2, 128: 10.6, 160: 9.6}
 
     class Oracle:
@@ -218,8 +216,8 @@ def test_a_search_resumed_with_more_trials_measures_its_new_winner(tmp_path):
     out = Console(file=open(tmp_path / "log", "w"), width=200)
     measure_winners(study, Oracle(), cfg, out)
     assert Oracle.asked == [64, 96] and next_to_measure(study, 2, 10.0) is None
-    finished(128, 0.5, 9.8)  # the resumed search's new leader: it measures over the budget
-    finished(160, 0.4, 9.7)  # and its runner-up, which fits
+    _trained(study, 128, 0.5, 9.8, budget=10.0)  # the resumed search's new leader: it measures over the budget
+    _trained(study, 160, 0.4, 9.7, budget=10.0)  # and its runner-up, which fits
     assert next_to_measure(study, 2, 10.0).number == 2
     measure_winners(study, Oracle(), cfg, out)
     # the new top two by rank (the first over budget on each of its passes); the old winner fits and was
