@@ -20,7 +20,8 @@ after a long training, at no more measured latency?
    the state was measured on.
    Results go to OUT/effectiveness.json after each step: a rerun resumes.
    A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
-   only winners that changed; another --long-steps or more --long-seeds trains only the runs
+   only winners that changed (a replaced winner stays in the state, under its search's `earlier`,
+   with its long runs: the shorter search is compared from the same file); another --long-steps or more --long-seeds trains only the runs
    missing. Long training alone may run on another processor than the one that searched and timed
    (mAP does not depend on it; each long run records where it ran); searching and timing may not.
 """
@@ -133,6 +134,27 @@ def searched(state: dict, before: dict, key: str, trials: int) -> bool:
     return v is not None and v.get("trials_wanted", before["trials"]) >= trials
 
 
+MEASURED = ("long_runs", "measured_ms", "measured_passes_ms")  # what a winner keeps while it stays one
+
+
+def resumed_entry(old: dict, new: dict) -> dict:
+    """A search's entry after it ran to more trials: `new`, its winner now. A winner that stayed keeps
+    its long runs and latency; one that was replaced moves, with what was measured of it, to `earlier`
+    (so one state compares a search with its shorter self); a winner that comes back (e.g. the one a
+    measurement over budget fell back to) gets its long runs back rather than training them again."""
+    if not old:
+        return new
+    earlier = list(old.pop("earlier", []))
+    if old.get("arch") == new["arch"]:
+        new.update({k: old[k] for k in MEASURED if k in old})
+    else:
+        earlier.append(old)
+        again = next((e for e in reversed(earlier) if e.get("arch") == new["arch"]), None)
+        if again and "long_runs" in again:  # latency is measured again, beside the others
+            new["long_runs"] = [dict(r) for r in again["long_runs"]]
+    return {**new, "earlier": earlier} if earlier else new
+
+
 def times_here(state: dict, before: dict, keys: list[str], trials: int, remeasure: bool) -> bool:
     """Whether this run would search or time anything: latency is only comparable on one processor,
     so only then must it be the processor the state was measured on."""
@@ -235,11 +257,8 @@ def main() -> None:
     for sampler, seed in keys:
         key = f"{sampler}-{seed}"
         if not done(key):
-            old, new = state["searches"].get(key, {}), {**winner(args, sampler, seed), "trials_wanted": args.trials}
-            if old.get("arch") == new["arch"]:  # the same winner: its long training and latency stand
-                new.update({k: old[k] for k in ("long_runs", "measured_ms", "measured_passes_ms")
-                            if k in old})
-            state["searches"][key] = new
+            new = {**winner(args, sampler, seed), "trials_wanted": args.trials}
+            state["searches"][key] = resumed_entry(state["searches"].get(key, {}), new)
             save()
     # 2. the baseline at the budget, proxy-trained like a candidate
     if "baseline" not in state:

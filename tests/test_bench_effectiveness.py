@@ -126,3 +126,25 @@ def test_a_reference_width_adds_the_hand_designed_detector_and_only_its_long_run
     be.add_references(state, [0.6])  # a rerun keeps the reference and its runs
     assert state["references"]["GhostNetV2 x0.6"]["long_runs"] == [{"map": 0.65, "steps": 800, "seed": 3}]
     assert be.missing_long_runs(entries, 800, [3, 4]) == [("GhostNetV2 x0.6", 4)]
+
+
+def test_a_resumed_search_keeps_its_replaced_winner_and_a_returning_winner_is_not_trained_again():
+    runs = [{"map": 0.72, "steps": 800, "seed": 3}]
+    first = {"arch": {"n": 3}, "trial": 3, "trials_wanted": 10, "long_runs": runs, "measured_ms": 14.0}
+    second = be.resumed_entry(first, {"arch": {"n": 41}, "trial": 41, "trials_wanted": 20})
+    assert second["trial"] == 41 and "long_runs" not in second and "measured_ms" not in second
+    assert [e["trial"] for e in second["earlier"]] == [3] and second["earlier"][0]["long_runs"] == runs
+
+    second["long_runs"] = [{"map": 0.74, "steps": 800, "seed": 3}]
+    stayed = be.resumed_entry(json.loads(json.dumps(second)), {"arch": {"n": 41}, "trial": 41, "trials_wanted": 30})
+    assert stayed["long_runs"][0]["map"] == 0.74 and [e["trial"] for e in stayed["earlier"]] == [3]
+
+    # #41 measured over budget at the end: the search falls back to #3, trained long already
+    back = be.resumed_entry(second, {"arch": {"n": 3}, "trial": 3, "trials_wanted": 30})
+    assert back["long_runs"] == runs and "measured_ms" not in back  # latency is measured again, with the others
+    assert [e["trial"] for e in back["earlier"]] == [3, 41]
+    assert not be.missing_long_runs({"random-0": back}, 800, [3])
+
+
+def test_the_first_search_has_no_earlier_winners():
+    assert be.resumed_entry({}, {"arch": {"n": 1}, "trial": 1}) == {"arch": {"n": 1}, "trial": 1}
