@@ -107,6 +107,16 @@ def gain_points(entry: dict, baseline: dict, steps: int, seeds: list[int]) -> li
     return [100 * (a - b) for a, b in zip(long_maps(entry, steps, seeds), long_maps(baseline, steps, seeds))]
 
 
+def earlier_winners(entry: dict, steps: int, seeds: list[int]) -> str:
+    """A search's earlier winners, as "after TRIALS: #TRIAL LONG-MAP-MEAN" (the mean over `seeds`
+    where each was trained, "-" where not): what a longer search bought over its shorter self."""
+    def mean_long(e: dict) -> str:
+        runs = [long_run(e, steps, seed) for seed in seeds]
+        return f"{statistics.mean(r['map'] for r in runs):.4f}" if all(runs) else "-"
+
+    return ", ".join(f"after {e['trials_wanted']}: #{e['trial']} {mean_long(e)}" for e in entry.get("earlier", []))
+
+
 def missing_long_runs(entries: dict, steps: int, seeds: list[int]) -> list[tuple[str, int]]:
     """(detector, seed) of every long training not yet done, seed by seed."""
     return [(k, seed) for seed in seeds for k, v in entries.items() if not long_done(v, steps, seed)]
@@ -297,7 +307,7 @@ def main() -> None:
                         f"steps, long {steps} steps on seeds {', '.join(map(str, seeds))}, {args.data} at "
                         f"{args.imgsz} px")
     for col in ("detector", "proxy mAP", "long mAP (mean)", "long mAP per seed", "measured ms",
-                "vs baseline (mAP pts, mean \\[range over seeds])"):
+                "vs baseline (mAP pts, mean \\[range over seeds])", "earlier winners: long mAP (mean)"):
         table.add_column(col, justify="right")
     for k, v in entries.items():
         maps, gains = long_maps(v, steps, seeds), gain_points(v, base, steps, seeds)
@@ -306,7 +316,8 @@ def main() -> None:
                       f"{statistics.mean(maps):.4f}", " / ".join(f"{m:.4f}" for m in maps),
                       f"{v['measured_ms']:.2f}" if "measured_ms" in v else "-",
                       f"{statistics.mean(gains):+.1f}" + (f" \\[{min(gains):+.1f}, {max(gains):+.1f}]"
-                                                          if len(seeds) > 1 else ""))
+                                                          if len(seeds) > 1 else ""),
+                      earlier_winners(v, steps, seeds))
     console.print(table)
 
     def mean_long(key: str) -> float:

@@ -148,3 +148,12 @@ def test_a_resumed_search_keeps_its_replaced_winner_and_a_returning_winner_is_no
 
 def test_the_first_search_has_no_earlier_winners():
     assert be.resumed_entry({}, {"arch": {"n": 1}, "trial": 1}) == {"arch": {"n": 1}, "trial": 1}
+
+
+def test_the_table_shows_each_earlier_winner_with_its_long_map_where_it_was_trained():
+    trained = {"trial": 3, "trials_wanted": 10, "long_runs": [{"map": 0.70, "steps": 800, "seed": 3},
+                                                               {"map": 0.74, "steps": 800, "seed": 4}]}
+    untrained = {"trial": 41, "trials_wanted": 20, "long_runs": [{"map": 0.75, "steps": 800, "seed": 3}]}
+    entry = {"earlier": [trained, untrained]}
+    assert be.earlier_winners(entry, 800, [3, 4]) == "after 10: #3 0.7200, after 20: #41 -"
+    assert be.earlier_winners({}, 800, [3]) == ""
