@@ -147,6 +147,14 @@ def searched(state: dict, before: dict, key: str, trials: int) -> bool:
 MEASURED = ("long_runs", "measured_ms", "measured_passes_ms")  # what a winner keeps while it stays one
 
 
+def same_detector(a: dict | None, b: dict | None) -> bool:
+    """Whether two exported architectures build the same detector: all but `meta`, the provenance
+    that changes as the study learns more of the trial (e.g. its whole-model measurement)."""
+    def strip(arch):
+        return {k: v for k, v in arch.items() if k != "meta"} if arch else arch
+    return strip(a) == strip(b)
+
+
 def resumed_entry(old: dict, new: dict) -> dict:
     """A search's entry after it ran to more trials: `new`, its winner now. A winner that stayed keeps
     its long runs and latency; one that was replaced moves, with what was measured of it, to `earlier`
@@ -155,11 +163,11 @@ def resumed_entry(old: dict, new: dict) -> dict:
     if not old:
         return new
     earlier = list(old.pop("earlier", []))
-    if old.get("arch") == new["arch"]:
+    if same_detector(old.get("arch"), new["arch"]):
         new.update({k: old[k] for k in MEASURED if k in old})
     else:
         earlier.append(old)
-        again = next((e for e in reversed(earlier) if e.get("arch") == new["arch"]), None)
+        again = next((e for e in reversed(earlier) if same_detector(e.get("arch"), new["arch"])), None)
         if again and "long_runs" in again:  # latency is measured again, beside the others
             new["long_runs"] = [dict(r) for r in again["long_runs"]]
     return {**new, "earlier": earlier} if earlier else new

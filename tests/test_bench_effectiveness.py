@@ -136,11 +136,14 @@ def test_a_resumed_search_keeps_its_replaced_winner_and_a_returning_winner_is_no
     assert [e["trial"] for e in second["earlier"]] == [3] and second["earlier"][0]["long_runs"] == runs
 
     second["long_runs"] = [{"map": 0.74, "steps": 800, "seed": 3}]
-    stayed = be.resumed_entry(json.loads(json.dumps(second)), {"arch": {"n": 41}, "trial": 41, "trials_wanted": 30})
+    second["arch"]["meta"] = {"latency_measured_ms": None}
+    # the same detector, whose provenance has since learned its whole-model latency: it stayed
+    stayed = be.resumed_entry(json.loads(json.dumps(second)),
+                              {"arch": {"n": 41, "meta": {"latency_measured_ms": 14.4}}, "trial": 41, "trials_wanted": 30})
     assert stayed["long_runs"][0]["map"] == 0.74 and [e["trial"] for e in stayed["earlier"]] == [3]
 
     # #41 measured over budget at the end: the search falls back to #3, trained long already
-    back = be.resumed_entry(second, {"arch": {"n": 3}, "trial": 3, "trials_wanted": 30})
+    back = be.resumed_entry(second, {"arch": {"n": 3, "meta": {"trial": 3}}, "trial": 3, "trials_wanted": 30})
     assert back["long_runs"] == runs and "measured_ms" not in back  # latency is measured again, with the others
     assert [e["trial"] for e in back["earlier"]] == [3, 41]
     assert not be.missing_long_runs({"random-0": back}, 800, [3])
