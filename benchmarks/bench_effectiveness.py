@@ -21,8 +21,8 @@ after a long training, at no more measured latency?
    Results go to OUT/effectiveness.json after each step: a rerun resumes.
    A rerun with a larger --trials resumes each search (its study keeps its trials) and retrains
    only winners that changed (a replaced winner stays in the state, under its search's `earlier`,
-   with its long runs: the shorter search is compared from the same file); another --long-steps or more --long-seeds trains only the runs
-   missing. Long training alone may run on another processor than the one that searched and timed
+   with its long runs: the shorter search is compared from the same file); another --long-steps
+   or more --long-seeds trains only the runs missing. Long training alone may run on another processor than the one that searched and timed
    (mAP does not depend on it; each long run records where it ran); searching and timing may not.
 """
 from __future__ import annotations
